@@ -1,0 +1,106 @@
+"""`seqnb list` and `seqnb run <notebook|all> [--preset tiny|paper] [--seed N] [-p NAME VALUE ...]`.
+
+`run` executes notebooks with papermill into `runs/<notebook>/<preset>-seed<seed>/` (the executed notebook,
+metrics.json and figures) and prints each run's results and claims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+from .config import PRESET_NAMES, ConfigError, default_output_dir, notebook_specs, project_root
+
+
+def notebooks_dir() -> Path:
+    for root in (project_root(), Path(__file__).resolve().parents[1]):
+        if (root / "notebooks").is_dir():
+            return root / "notebooks"
+    raise FileNotFoundError("no notebooks/ folder: run seqnb from a checkout of the seqnb repository")
+
+
+def notebook_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))}
+
+
+def parse_value(text: str):
+    """A `-p` value as Python would read it (1, 0.5, True, None, 'x'); anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root: Path | None = None) -> Path:
+    """Execute one notebook with papermill; returns its run folder."""
+    import papermill
+
+    paths = notebook_paths()
+    if name not in paths:
+        raise ConfigError("notebook", f"no notebook {name!r}", f"use one of {sorted(paths)} or 'all'")
+    declared = {p["name"] for p in papermill.inspect_notebook(str(paths[name])).values()}
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ConfigError(unknown[0], f"{name} has no such parameter", f"use one of {sorted(declared)}")
+    out = (output_root / name / f"{preset}-seed{seed}") if output_root else default_output_dir(name, preset, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(paths[name]), str(out / f"{name}.ipynb"), kernel_name="python3", cwd=str(paths[name].parent),
+        parameters={**params, "preset": preset, "seed": seed, "output_dir": str(out.resolve())},
+    )
+    return out
+
+
+def print_summary(run_dir: Path) -> None:
+    from .record import claims_table, load_metrics, results_table
+
+    metrics = load_metrics(run_dir)
+    print(f"\n== {metrics['notebook']} ({metrics['preset']}, seed {metrics['seed']}, {metrics['device']}, "
+          f"{metrics['runtime_s']:.0f} s) -> {run_dir}")
+    print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4g}"))
+    if metrics["claims"]:
+        print(claims_table(metrics)[["claim", "holds here", "asserted"]].to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seqnb", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="notebooks and their presets")
+    run = sub.add_parser("run", help="execute notebooks with papermill")
+    run.add_argument("notebook", help="a notebook name such as 00_quickstart, or 'all'")
+    run.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--output-root", type=Path, default=None, help="default: <repo>/runs")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    args = parser.parse_args(argv)
+
+    specs, paths = notebook_specs(), notebook_paths()
+    if args.command == "list":
+        for name, path in paths.items():
+            spec = specs.get(name)
+            title = spec.title if spec else "(no presets registered)"
+            print(f"{name:28s} {title}\n{'':28s} presets: {', '.join(spec.presets) if spec else '-'}")
+        return 0
+    names = list(paths) if args.notebook == "all" else [args.notebook.removesuffix(".ipynb")]
+    params = {k: parse_value(v) for k, v in args.parameter}
+    failed = []
+    for name in names:
+        start = time.time()
+        try:
+            out = run_notebook(name, args.preset, args.seed, params, output_root=args.output_root)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
+            print(f"{name} failed after {time.time() - start:.0f} s: {e}", file=sys.stderr)
+            failed.append(name)
+            continue
+        print_summary(out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Prompt/target pairs to model inputs: tokenise once with `datasets.map`, pad per batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # label value that the cross-entropy skips
+
+
+def tokenize_pairs(data: Dataset, tokenizer: PreTrainedTokenizerBase, *, seq2seq: bool = False) -> Dataset:
+    """Add `input_ids` and `labels` for (`prompt`, `target`) rows.
+
+    Decoder-only: `input_ids = prompt + target + <eos>` with the prompt's labels set to -100, so the loss is
+    teacher-forced on the answer only. Encoder-decoder: `input_ids = prompt`, `labels = target + <eos>`.
+    """
+    eos = tokenizer.eos_token_id
+
+    def encode(batch):
+        prompts = tokenizer(batch["prompt"])["input_ids"]
+        targets = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
+        if seq2seq:
+            return {"input_ids": prompts, "labels": [t + [eos] for t in targets]}
+        return {
+            "input_ids": [p + t + [eos] for p, t in zip(prompts, targets)],
+            "labels": [[IGNORE_INDEX] * len(p) + t + [eos] for p, t in zip(prompts, targets)],
+        }
+
+    return data.map(encode, batched=True, desc="tokenize")
+
+
+@dataclass(frozen=True)
+class PadCollator:
+    """Right-pads `input_ids` (with the pad id) and `labels` (with -100) and builds the attention mask."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        out = {"input_ids": _pad([r["input_ids"] for r in rows], self.pad_token_id)}
+        out["attention_mask"] = (_pad([[1] * len(r["input_ids"]) for r in rows], 0)).long()
+        if "labels" in rows[0]:
+            out["labels"] = _pad([r["labels"] for r in rows], IGNORE_INDEX)
+        return out
+
+
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=torch.long)

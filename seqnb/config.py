@@ -1,0 +1,178 @@
+"""Run configuration: presets, overrides and validation.
+
+A notebook's parameters cell holds plain values (preset, seed, output_dir, a few overrides). `resolve_config`
+turns them into one frozen, validated config object that is passed, never read from module state::
+
+    cfg = resolve_config("00_quickstart", preset="tiny", seed=0, max_steps=None)
+
+Every bad value raises `ConfigError`, whose message names the parameter and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESET_NAMES = ("tiny", "paper")
+
+
+class ConfigError(ValueError):
+    """A parameter has a bad value; the message names the parameter and the fix."""
+
+    def __init__(self, param: str, problem: str, fix: str):
+        self.param = param
+        super().__init__(f"parameter {param!r}: {problem}. Fix: {fix}")
+
+
+def bounded(default=dataclasses.MISSING, *, min=None, choices=None):
+    """A dataclass field with a lower bound or a closed set of values, checked by `validate`."""
+    return field(default=default, metadata={"min": min, "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Fields every notebook shares: identity, hardware and the training loop's knobs."""
+
+    notebook: str
+    preset: str = bounded(choices=PRESET_NAMES)
+    seed: int = bounded(0, min=0)
+    output_dir: str = ""
+    resume: bool = True
+    device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = bounded("no", choices=("no", "bf16", "fp16"))
+    num_threads: int = bounded(2, min=0)  # torch CPU threads; 0 keeps torch's default
+    # the training loop
+    max_steps: int = bounded(min=0)
+    batch_size: int = bounded(min=1)
+    grad_accum: int = bounded(1, min=1)
+    lr: float = bounded(min=0.0)
+    weight_decay: float = bounded(0.0, min=0.0)
+    warmup_steps: int = bounded(0, min=0)
+    grad_clip: float = bounded(1.0, min=0.0)  # 0 disables clipping
+    log_every: int = bounded(10, min=1)
+    eval_every: int = bounded(min=1)
+    ckpt_every: int = bounded(min=1)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """The settings that change what training computes (not where it writes or whether it resumes)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "resume", "num_threads")}
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """A notebook's config class and its preset tables (values for every field without a default)."""
+
+    name: str
+    title: str
+    config_cls: type[RunConfig]
+    presets: dict[str, dict[str, Any]]
+
+
+_REGISTRY: dict[str, NotebookSpec] = {}
+
+
+def register_notebook(spec: NotebookSpec) -> NotebookSpec:
+    missing = set(PRESET_NAMES) - set(spec.presets)
+    if missing:
+        raise ValueError(f"notebook {spec.name!r} lacks presets {sorted(missing)}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def notebook_specs() -> dict[str, NotebookSpec]:
+    from . import presets  # noqa: F401  (registers every notebook)
+
+    return dict(_REGISTRY)
+
+
+def resolve_config(notebook: str, preset: str = "tiny", **params: Any) -> RunConfig:
+    """Preset values, then the caller's non-None overrides; validated and frozen.
+
+    `None` means "keep the preset's value", so a parameters cell can list optional overrides as None.
+    """
+    specs = notebook_specs()
+    if notebook not in specs:
+        raise ConfigError("notebook", f"unknown notebook {notebook!r}", f"use one of {sorted(specs)}")
+    spec = specs[notebook]
+    if not isinstance(preset, str) or preset not in spec.presets:
+        raise ConfigError("preset", f"unknown preset {preset!r}", f"use one of {list(spec.presets)}")
+    names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(
+            unknown[0], f"not a parameter of {notebook}", f"use one of {sorted(names - {'notebook', 'preset'})}"
+        )
+    values = {**spec.presets[preset], **{k: v for k, v in params.items() if v is not None}}
+    values.update(notebook=notebook, preset=preset)
+    if not values.get("output_dir"):
+        values["output_dir"] = str(default_output_dir(notebook, preset, values.get("seed", 0)))
+    cfg = spec.config_cls(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check each field's type and bounds, then the hardware it asks for."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        _check_type(f.name, value, hints[f.name])
+        lo, choices = f.metadata.get("min"), f.metadata.get("choices")
+        if lo is not None and value is not None and value < lo:
+            raise ConfigError(f.name, f"must be >= {lo}, got {value!r}", f"pass a value >= {lo}, e.g. -p {f.name} {lo}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f.name, f"unknown value {value!r}", f"use one of {list(choices)}")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device",
+                f"preset {cfg.preset!r} asks for a GPU (device='cuda') but torch sees none",
+                "run on a GPU machine, use preset='tiny', or force device='cpu' (slow)",
+            )
+    if cfg.precision == "fp16" and cfg.device == "cpu":
+        raise ConfigError("precision", "fp16 needs a GPU", "use precision='bf16' or 'no' on CPU")
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if t in (str, bool) and isinstance(value, t):
+            return
+        if typing.get_origin(t) in (tuple, list) and isinstance(value, (tuple, list)):
+            return
+    want = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(name, f"expected {want}, got {type(value).__name__} {value!r}", f"pass a {want}")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding both `notebooks/` and `pyproject.toml`."""
+    start = (start or Path.cwd()).resolve()
+    for p in (start, *start.parents):
+        if (p / "notebooks").is_dir() and (p / "pyproject.toml").is_file():
+            return p
+    return start
+
+
+def default_output_dir(notebook: str, preset: str, seed: int) -> Path:
+    return project_root() / "runs" / notebook / f"{preset}-seed{seed}"

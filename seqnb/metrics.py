@@ -1,0 +1,92 @@
+"""Metrics: exact match, accuracy by group, perplexity, and the text metrics of sacrebleu and rouge-score."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Callable, Hashable, Iterable, Sequence
+
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from .collate import IGNORE_INDEX
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of predictions equal to their reference after stripping surrounding white space."""
+    _same_length(predictions, references)
+    return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
+
+
+def accuracy_by(groups: Iterable[Hashable], correct: Iterable[bool]) -> dict:
+    """Mean of `correct` within each group, keys sorted (e.g. accuracy per operand length)."""
+    hits: dict = defaultdict(list)
+    for g, c in zip(groups, correct):
+        hits[g].append(bool(c))
+    return {g: sum(v) / len(v) for g, v in sorted(hits.items())}
+
+
+@torch.no_grad()
+def mean_token_nll(
+    model: torch.nn.Module, data: Dataset, collate_fn: Callable, batch_size: int = 64
+) -> float:
+    """Mean negative log-likelihood (nats) per label token over `data` (rows with `input_ids` and `labels`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate_fn):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        if not getattr(model.config, "is_encoder_decoder", False):  # position t predicts token t+1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        total += nll.item()
+        count += (labels != IGNORE_INDEX).sum().item()
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("parameter 'data': no label tokens to score (empty dataset or all labels -100)")
+    return total / count
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp of the mean per-token negative log-likelihood in nats."""
+    return math.exp(mean_nll)
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, 0-100)."""
+    import sacrebleu
+
+    _same_length(predictions, references)
+    return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
+
+
+def chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults, 0-100)."""
+    import sacrebleu
+
+    _same_length(predictions, references)
+    return sacrebleu.corpus_chrf(list(predictions), [list(references)]).score
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (rouge-score with Porter stemming, 0-100), as summarisation papers report."""
+    from rouge_score import rouge_scorer
+
+    _same_length(predictions, references)
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
+    return {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in keys}
+
+
+def _same_length(predictions: Sequence, references: Sequence) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("no references to score (empty dataset)")

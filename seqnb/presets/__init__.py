@@ -1,0 +1,3 @@
+"""Each notebook's config class and preset tables; importing this package registers them all."""
+
+from . import quickstart  # noqa: F401

@@ -1,0 +1,79 @@
+"""Algorithmic tasks generated from a seed: every example is a (prompt, target) pair of strings."""
+
+from __future__ import annotations
+
+import random
+
+from datasets import Dataset, DatasetDict
+
+SEP = "="
+
+
+def _operand(rng: random.Random, n_digits: int) -> int:
+    return rng.randint(0 if n_digits == 1 else 10 ** (n_digits - 1), 10**n_digits - 1)
+
+
+def addition_example(a: int, b: int, width: int, reverse_answer: bool = True) -> dict:
+    """`a+b=` with both operands zero-padded to `width` digits -> the sum as `width + 1` digits, least
+    significant first when `reverse_answer`. Aligned digits and a reversed answer make each answer digit depend
+    only on two operand digits at fixed offsets and a carry, which a small transformer learns quickly."""
+    if a < 0 or b < 0 or max(len(str(a)), len(str(b))) > width:
+        raise ValueError(f"operands {a}, {b} must be non-negative with at most {width} digits")
+    total = str(a + b).zfill(width + 1)
+    return {"prompt": f"{a:0{width}d}+{b:0{width}d}{SEP}", "target": total[::-1] if reverse_answer else total}
+
+
+def addition_answer(target: str, reverse_answer: bool = True) -> int | None:
+    """The integer an addition target spells (None if it is not all digits)."""
+    digits = target.strip()[::-1] if reverse_answer else target.strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def addition(
+    *, n_train: int, train_digits: int, test_digits: int, n_test_per_length: int, seed: int,
+    reverse_answer: bool = True,
+) -> DatasetDict:
+    """Multi-digit addition. Train: operands of 1..`train_digits` digits (lengths drawn uniformly), padded to
+    `train_digits`. Test: `n_test_per_length` problems for every length 1..`test_digits`, padded to
+    max(length, train_digits), so lengths above `train_digits` are longer sequences than any seen in training.
+    `n_digits` is the longer operand's length. Train and test never overlap."""
+    _check_counts(n_train=n_train, n_test_per_length=n_test_per_length)
+    rng = random.Random(seed)
+
+    def draw(n_max_digits: int, exact: bool) -> tuple[int, int, int]:
+        la = n_max_digits if exact else rng.randint(1, n_max_digits)
+        lb = rng.randint(1, n_max_digits)
+        if exact and rng.random() < 0.5:
+            la, lb = lb, la
+        return _operand(rng, la), _operand(rng, lb), max(la, lb)
+
+    test, seen = [], set()
+    for n in range(1, test_digits + 1):
+        for _ in range(n_test_per_length):
+            a, b, nd = draw(n, exact=True)
+            seen.add((a, b))
+            test.append({**addition_example(a, b, max(n, train_digits), reverse_answer), "n_digits": nd})
+    train = []
+    while len(train) < n_train:
+        a, b, nd = draw(train_digits, exact=False)
+        if (a, b) not in seen:
+            train.append({**addition_example(a, b, train_digits, reverse_answer), "n_digits": nd})
+    return DatasetDict(train=Dataset.from_list(train), test=Dataset.from_list(test))
+
+
+def sort_example(digits: list[int]) -> dict:
+    return {"prompt": "".join(map(str, digits)) + SEP, "target": "".join(map(str, sorted(digits)))}
+
+
+def sort_digits(*, n_train: int, n_test: int, length: int, seed: int) -> DatasetDict:
+    """Sort `length` i.i.d. digits: a long structured output where one wrong token shifts everything after it."""
+    _check_counts(n_train=n_train, n_test=n_test, length=length)
+    rng = random.Random(seed)
+    rows = [sort_example([rng.randrange(10) for _ in range(length)]) for _ in range(n_train + n_test)]
+    return DatasetDict(train=Dataset.from_list(rows[:n_train]), test=Dataset.from_list(rows[n_train:]))
+
+
+def _check_counts(**counts: int) -> None:
+    for name, n in counts.items():
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"parameter {name!r}: must be a positive int, got {n!r} (an empty dataset cannot train)")

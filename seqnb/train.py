@@ -1,0 +1,222 @@
+"""The one training loop (on `accelerate`): every paper's method plugs in as a step function.
+
+    result = train(model, data["train"], cfg, collate_fn=collate, step_fn=sft_step, evaluate=eval_fn)
+
+- A step function maps `(model, batch)` to `(loss, logs)`; `sft_step` (teacher forcing) is the default.
+- Mixed precision and devices come from `accelerate`; gradient accumulation, clipping, AdamW with linear warm-up
+  and cosine decay, optional parameter groups with their own learning rates.
+- Every `eval_every` steps `evaluate(model)` adds its metrics to the history; every `ckpt_every` steps a
+  checkpoint is written. Calling `train` again with the same config resumes from the last checkpoint (a
+  finished run just reloads) and ends with the same numbers as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader, skip_first_batches
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .config import ConfigError, RunConfig
+
+StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, Any]]]
+
+
+def sft_step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Teacher forcing: mean cross-entropy of the gold next token over positions whose label is not -100."""
+    loss = model(**batch).loss
+    return loss, {"loss": loss.detach()}
+
+
+@dataclass
+class History:
+    """Every logged value, as records `{"step": s, "split": "train" | "eval", name: value, ...}`."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, step: int, split: str, values: dict[str, Any]) -> None:
+        self.records.append({"step": step, "split": split, **{k: _to_float(v) for k, v in values.items()}})
+
+    def series(self, key: str, split: str | None = None) -> tuple[list[int], list[float]]:
+        rows = [r for r in self.records if key in r and (split is None or r["split"] == split)]
+        return [r["step"] for r in rows], [r[key] for r in rows]
+
+    def last(self, key: str, split: str | None = None) -> float:
+        steps, values = self.series(key, split)
+        if not values:
+            raise KeyError(f"no {key!r} logged" + (f" in split {split!r}" if split else ""))
+        return values[-1]
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: History
+    resumed_from: int  # the step training started from (0: fresh)
+
+
+def _to_float(v: Any) -> Any:
+    return v.item() if isinstance(v, torch.Tensor) else v
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters trained with their own learning rate (`lr=None`: the config's lr)."""
+
+    params: list[torch.nn.Parameter]
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
+def default_param_groups(model: torch.nn.Module) -> list[ParamGroup]:
+    """Weight decay on matrices only; biases, norms and other vectors are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [ParamGroup([p for p in params if p.ndim >= 2]), ParamGroup([p for p in params if p.ndim < 2], weight_decay=0.0)]
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    cfg: RunConfig,
+    *,
+    collate_fn: Callable[[list[dict]], dict],
+    step_fn: StepFn = sft_step,
+    evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    param_groups: list[ParamGroup] | None = None,
+    name: str = "train",
+    callbacks: Iterable[Callable[[int, torch.nn.Module], None]] = (),
+) -> TrainResult:
+    """Train `model` for `cfg.max_steps` optimizer steps; checkpoints live in `cfg.output_dir/checkpoints/name`.
+
+    `callbacks` run after each optimizer step as `fn(step, model)` (for hooks such as refreshing rollouts).
+    """
+    if len(train_data) < cfg.batch_size:
+        raise ConfigError(
+            "batch_size", f"the training set has {len(train_data)} examples, fewer than one batch of {cfg.batch_size}",
+            "generate more training data or lower batch_size",
+        )
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = Accelerator(
+        mixed_precision=cfg.precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.device == "cpu"
+    )
+    groups = param_groups or default_param_groups(model)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": g.params, "lr": g.lr or cfg.lr,
+             "weight_decay": cfg.weight_decay if g.weight_decay is None else g.weight_decay}
+            for g in groups if g.params
+        ],
+        lr=cfg.lr,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.max_steps, 1))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    ckpt_root = cfg.run_dir / "checkpoints" / name
+    history, step = History(), 0
+    if cfg.resume:
+        step, history = _load_latest(accelerator, ckpt_root, cfg)
+    elif ckpt_root.exists():
+        shutil.rmtree(ckpt_root)
+    resumed_from = step
+
+    batches = _batches(train_data, cfg, collate_fn, accelerator, start_micro=step * cfg.grad_accum)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=name, disable=not accelerator.is_local_main_process)
+    model.train()
+    while step < cfg.max_steps:
+        logs: dict[str, float] = {}
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            with accelerator.accumulate(model):
+                loss, micro_logs = step_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip:
+                    logs["grad_norm"] = _to_float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            for k, v in micro_logs.items():
+                logs[k] = logs.get(k, 0.0) + _to_float(v) / cfg.grad_accum
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            history.log(step, "train", {**logs, "lr": scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+        for callback in callbacks:
+            callback(step, accelerator.unwrap_model(model))
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            history.log(step, "eval", run_eval(evaluate, accelerator.unwrap_model(model)))
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            _save(accelerator, ckpt_root, step, history, cfg)
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    return TrainResult(model=model, history=history, resumed_from=resumed_from)
+
+
+def run_eval(evaluate: Callable[[torch.nn.Module], dict[str, Any]], model: torch.nn.Module) -> dict[str, Any]:
+    """`evaluate(model)` in eval mode without gradients, then back to train mode."""
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluate(model)
+    model.train()
+    return metrics
+
+
+def _batches(data: Dataset, cfg: RunConfig, collate_fn, accelerator: Accelerator, start_micro: int):
+    """Endless micro-batches: epoch e is `data` shuffled with seed (cfg.seed, e), so any position can be rebuilt
+    on resume by skipping into the right epoch."""
+    per_epoch = len(data) // cfg.batch_size
+    epoch, skip = divmod(start_micro, per_epoch)
+    while True:
+        shuffled = data.shuffle(seed=cfg.seed * 100_003 + epoch)
+        loader = DataLoader(shuffled, batch_size=cfg.batch_size, collate_fn=collate_fn, drop_last=True)
+        loader = prepare_data_loader(
+            loader, accelerator.device, num_processes=accelerator.num_processes,
+            process_index=accelerator.process_index, put_on_device=True,
+        )
+        if skip:
+            loader = skip_first_batches(loader, skip)
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+_STATE_FILE = "trainer_state.json"
+# accelerate warns on every save that tied weights (embeddings = LM head) are stored once; that is expected
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+
+
+def _save(accelerator: Accelerator, root: Path, step: int, history: History, cfg: RunConfig, keep: int = 2) -> None:
+    path = root / f"step_{step:08d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        state = {"step": step, "history": history.records, "fingerprint": cfg.fingerprint()}
+        (path / _STATE_FILE).write_text(json.dumps(state))
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old)
+
+
+def _load_latest(accelerator: Accelerator, root: Path, cfg: RunConfig) -> tuple[int, History]:
+    done = sorted(p for p in root.glob("step_*") if (p / _STATE_FILE).is_file())
+    if not done:
+        return 0, History()
+    state = json.loads((done[-1] / _STATE_FILE).read_text())
+    if state["fingerprint"] != cfg.fingerprint():
+        old, new = json.loads(state["fingerprint"]), json.loads(cfg.fingerprint())
+        diff = {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+        raise ConfigError(
+            "resume", f"the checkpoint in {root} was made with other settings {diff} (old, new)",
+            "pass resume=False to start again (it deletes that checkpoint), or another output_dir",
+        )
+    accelerator.load_state(str(done[-1]))
+    return state["step"], History(state["history"])
