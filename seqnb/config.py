@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -175,4 +176,6 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def default_output_dir(notebook: str, preset: str, seed: int) -> Path:
-    return project_root() / "runs" / notebook / f"{preset}-seed{seed}"
+    """`<runs>/<notebook>/<preset>-seed<seed>`, where `<runs>` is $SEQNB_RUNS or `runs/` in the project."""
+    runs = Path(os.environ.get("SEQNB_RUNS") or project_root() / "runs")
+    return runs / notebook / f"{preset}-seed{seed}"

@@ -179,8 +179,11 @@ def _batches(data: Dataset, cfg: RunConfig, collate_fn, accelerator: Accelerator
     per_epoch = len(data) // cfg.batch_size
     epoch, skip = divmod(start_micro, per_epoch)
     while True:
-        shuffled = data.shuffle(seed=cfg.seed * 100_003 + epoch)
-        loader = DataLoader(shuffled, batch_size=cfg.batch_size, collate_fn=collate_fn, drop_last=True)
+        epoch_seed = cfg.seed * 100_003 + epoch
+        shuffled = data.shuffle(seed=epoch_seed)
+        # its own generator: starting an iterator must not draw from the global RNG that dropout uses
+        loader = DataLoader(shuffled, batch_size=cfg.batch_size, collate_fn=collate_fn, drop_last=True,
+                            generator=torch.Generator().manual_seed(epoch_seed))
         loader = prepare_data_loader(
             loader, accelerator.device, num_processes=accelerator.num_processes,
             process_index=accelerator.process_index, put_on_device=True,

@@ -1,0 +1,66 @@
+import dataclasses
+
+import pytest
+import torch
+
+from seqnb.config import ConfigError, resolve_config
+
+
+def test_tiny_preset_resolves_with_defaults(tmp_path):
+    cfg = resolve_config("00_quickstart", "tiny", output_dir=str(tmp_path))
+    assert cfg.preset == "tiny" and cfg.device == "auto" and cfg.max_steps > 0
+    assert dataclasses.is_dataclass(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3
+
+
+def test_none_keeps_preset_value_and_overrides_apply(tmp_path):
+    base = resolve_config("00_quickstart", "tiny", output_dir=str(tmp_path))
+    cfg = resolve_config("00_quickstart", "tiny", output_dir=str(tmp_path), max_steps=None, d_model=64, lr=1)
+    assert cfg.max_steps == base.max_steps and cfg.d_model == 64 and cfg.lr == 1
+
+
+def test_default_output_dir_names_notebook_preset_and_seed():
+    cfg = resolve_config("00_quickstart", "tiny", seed=3)
+    assert cfg.run_dir.parts[-3:] == ("runs", "00_quickstart", "tiny-seed3")
+
+
+@pytest.mark.parametrize(
+    "kwargs, param, hint",
+    [
+        ({"preset": "huge"}, "preset", "'tiny'"),
+        ({"max_steps": -5}, "max_steps", ">= 0"),
+        ({"max_steps": "100"}, "max_steps", "expected int"),
+        ({"max_steps": 2.5}, "max_steps", "expected int"),
+        ({"batch_size": True}, "batch_size", "expected int"),
+        ({"lr": "fast"}, "lr", "expected float"),
+        ({"device": "tpu"}, "device", "'cuda'"),
+        ({"d_modle": 64}, "d_modle", "d_model"),
+    ],
+)
+def test_bad_parameters_name_the_parameter_and_the_fix(kwargs, param, hint):
+    with pytest.raises(ConfigError) as err:
+        resolve_config("00_quickstart", **kwargs)
+    assert err.value.param == param
+    assert f"parameter {param!r}" in str(err.value) and "Fix:" in str(err.value) and hint in str(err.value)
+
+
+def test_unknown_notebook():
+    with pytest.raises(ConfigError, match="00_quickstart"):
+        resolve_config("99_nope")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown on CPU-only machines")
+def test_paper_preset_without_gpu_says_what_to_do():
+    with pytest.raises(ConfigError) as err:
+        resolve_config("00_quickstart", "paper")
+    assert err.value.param == "device" and "device='cpu'" in str(err.value)
+    cfg = resolve_config("00_quickstart", "paper", device="cpu", precision="bf16")
+    assert cfg.n_layer > resolve_config("00_quickstart", "tiny").n_layer
+
+
+def test_fingerprint_ignores_where_but_not_what(tmp_path):
+    a = resolve_config("00_quickstart", output_dir=str(tmp_path / "a"))
+    b = resolve_config("00_quickstart", output_dir=str(tmp_path / "b"), resume=False)
+    c = resolve_config("00_quickstart", output_dir=str(tmp_path / "a"), lr=0.5)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()

@@ -1,0 +1,38 @@
+"""The notebook contract, checked on every notebook in notebooks/ (execution itself is `pytest --nbmake`)."""
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from seqnb.config import notebook_specs
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert any(p.stem == "00_quickstart" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean_with_python3_kernel(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before commit"
+    assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_of_plain_values(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    source = tagged[0].source
+    assert 'os.environ.get("SEQNB_PRESET", "tiny")' in source
+    names = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert {"preset", "seed", "output_dir"} <= names
+    assert path.stem in notebook_specs(), f"{path.stem}: register its presets in seqnb.presets"
+    assert f'resolve_config("{path.stem}"' in "".join(c.source for c in nb.cells), "resolve the preset in a cell"

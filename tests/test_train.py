@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+from seqnb import quickstart as qs
+from seqnb.collate import IGNORE_INDEX, PadCollator, tokenize_pairs
+from seqnb.config import ConfigError
+from seqnb.train import ParamGroup, train
+
+
+def setup_run(cfg):
+    torch.manual_seed(cfg.seed)
+    data = qs.build_data(cfg)
+    model, tok = qs.build_model(cfg)
+    return model, tok, qs.train_set(data, tok), PadCollator(tok.pad_token_id)
+
+
+def test_tokenize_pairs_masks_the_prompt(char_tok):
+    from datasets import Dataset
+
+    rows = tokenize_pairs(Dataset.from_list([{"prompt": "1+2=", "target": "3"}]), char_tok)[0]
+    assert char_tok.convert_ids_to_tokens(rows["input_ids"]) == ["<bos>", "1", "+", "2", "=", "3", "<eos>"]
+    assert rows["labels"] == [IGNORE_INDEX] * 5 + rows["input_ids"][5:]
+    batch = PadCollator(char_tok.pad_token_id)([rows, {"input_ids": [1, 5], "labels": [IGNORE_INDEX, 5]}])
+    assert batch["input_ids"].shape == (2, 7) and batch["attention_mask"][1].tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert batch["labels"][1, 2:].eq(IGNORE_INDEX).all()
+
+
+def test_loss_goes_down(tiny_cfg):
+    cfg = tiny_cfg(max_steps=60)
+    model, tok, data, collate = setup_run(cfg)
+    history = train(model, data, cfg, collate_fn=collate).history
+    _, losses = history.series("loss", "train")
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_evaluation_and_history(tiny_cfg):
+    cfg = tiny_cfg(max_steps=20, eval_every=10)
+    model, tok, data, collate = setup_run(cfg)
+    calls = []
+    result = train(model, data, cfg, collate_fn=collate, evaluate=lambda m: calls.append(m.training) or {"x": 1.0})
+    assert calls == [False, False] and result.history.series("x", "eval") == ([10, 20], [1.0, 1.0])
+    assert result.history.series("lr")[0] == [5, 10, 15, 20]
+
+
+def test_interrupted_run_resumes_to_identical_result(tiny_cfg, tmp_path):
+    reference_cfg = tiny_cfg(output_dir=str(tmp_path / "straight"), max_steps=30, dropout=0.1)
+    model, _, data, collate = setup_run(reference_cfg)
+    straight = train(model, data, reference_cfg, collate_fn=collate)
+
+    cfg = tiny_cfg(output_dir=str(tmp_path / "interrupted"), max_steps=30, dropout=0.1)
+
+    def interrupt(step, _model):
+        if step == 17:
+            raise KeyboardInterrupt
+
+    model, _, data, collate = setup_run(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, data, cfg, collate_fn=collate, callbacks=[interrupt])
+    model, _, data, collate = setup_run(cfg)  # a fresh process would rebuild everything
+    resumed = train(model, data, cfg, collate_fn=collate)
+    assert resumed.resumed_from == 10
+    assert resumed.history.records == straight.history.records
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_finished_run_reloads_without_training(tiny_cfg):
+    cfg = tiny_cfg(max_steps=10)
+    model, _, data, collate = setup_run(cfg)
+    first = train(model, data, cfg, collate_fn=collate)
+    model, _, data, collate = setup_run(cfg)
+    again = train(model, data, cfg, collate_fn=collate, step_fn=lambda m, b: pytest.fail("trained again"))
+    assert again.resumed_from == 10 and again.history.records == first.history.records
+
+
+def test_changed_config_refuses_to_resume_and_resume_false_restarts(tiny_cfg):
+    model, _, data, collate = setup_run(tiny_cfg(max_steps=10))
+    train(model, data, tiny_cfg(max_steps=10), collate_fn=collate)
+    with pytest.raises(ConfigError) as err:
+        train(model, data, tiny_cfg(max_steps=10, lr=0.1), collate_fn=collate)
+    assert err.value.param == "resume" and "'lr'" in str(err.value)
+    restarted = train(model, data, tiny_cfg(max_steps=10, lr=0.1, resume=False), collate_fn=collate)
+    assert restarted.resumed_from == 0
+    state = json.loads(next((tiny_cfg().run_dir / "checkpoints" / "train").glob("step_*/trainer_state.json")).read_text())
+    assert json.loads(state["fingerprint"])["lr"] == 0.1
+
+
+def test_param_groups_with_frozen_part_and_own_lr(tiny_cfg):
+    cfg = tiny_cfg(max_steps=5, grad_accum=2)
+    model, _, data, collate = setup_run(cfg)
+    frozen = model.transformer.wpe.weight
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("transformer.h.")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("transformer.h.")]
+    train(model, data, cfg, collate_fn=collate, param_groups=[ParamGroup(head, lr=1e-2), ParamGroup(rest)])
+    assert torch.equal(frozen, before)
+
+
+def test_too_little_data_is_a_clear_error(tiny_cfg):
+    cfg = tiny_cfg(batch_size=16)
+    model, _, data, collate = setup_run(cfg)
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(model, data.select(range(3)), cfg, collate_fn=collate)
