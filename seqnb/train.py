@@ -113,7 +113,7 @@ def train(
     groups = param_groups or default_param_groups(model)
     optimizer = torch.optim.AdamW(
         [
-            {"params": g.params, "lr": g.lr or cfg.lr,
+            {"params": g.params, "lr": cfg.lr if g.lr is None else g.lr,
              "weight_decay": cfg.weight_decay if g.weight_decay is None else g.weight_decay}
             for g in groups if g.params
         ],
@@ -134,24 +134,24 @@ def train(
     bar = tqdm(total=cfg.max_steps, initial=step, desc=name, disable=not accelerator.is_local_main_process)
     model.train()
     while step < cfg.max_steps:
-        logs: dict[str, float] = {}
+        logs: dict[str, Any] = {}  # tensors stay on the device until logged: no sync per step
         for _ in range(cfg.grad_accum):
             batch = next(batches)
             with accelerator.accumulate(model):
                 loss, micro_logs = step_fn(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.grad_clip:
-                    logs["grad_norm"] = _to_float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                    logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in micro_logs.items():
-                logs[k] = logs.get(k, 0.0) + _to_float(v) / cfg.grad_accum
+                logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             history.log(step, "train", {**logs, "lr": scheduler.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+            bar.set_postfix(loss=f"{_to_float(logs.get('loss', float('nan'))):.4f}")
         for callback in callbacks:
             callback(step, accelerator.unwrap_model(model))
         if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
