@@ -7,12 +7,15 @@ from typing import Callable
 from datasets import DatasetDict
 
 from .hub import DatasetNotAvailableError, load_hub_dataset
-from .synthetic import SEP, addition, addition_answer, addition_example, sort_digits, sort_example
+from .synthetic import (
+    SEP, addition, addition_answer, addition_example, is_permutation_answer, permutation, sort_digits, sort_example,
+)
 from .text import bbc_news
 
 TASKS: dict[str, Callable[..., DatasetDict]] = {
     "addition": addition,
     "sort": sort_digits,
+    "permutation": permutation,
     "bbc_news": bbc_news,
 }
 
@@ -29,6 +32,6 @@ def load_task(name: str, **kwargs) -> DatasetDict:
 
 
 __all__ = [
-    "SEP", "TASKS", "DatasetNotAvailableError", "addition", "addition_answer", "addition_example", "bbc_news", "load_hub_dataset",
-    "load_task", "sort_digits", "sort_example",
+    "SEP", "TASKS", "DatasetNotAvailableError", "addition", "addition_answer", "addition_example", "bbc_news", "is_permutation_answer",
+    "load_hub_dataset", "load_task", "permutation", "sort_digits", "sort_example",
 ]

@@ -1,0 +1,1 @@
+"""One module per paper method: the loss first, its helpers below."""

@@ -1,0 +1,64 @@
+"""03_sequencematch: MLE vs BC with backspace augmentation vs SequenceMatch (Cundy & Ermon 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequenceMatchConfig(RunConfig):
+    # task: k distinct digits (k in min_k..max_k) -> any permutation of them
+    min_k: int = bounded(min=1)
+    max_k: int = bounded(min=1)
+    n_train: int = bounded(min=1)
+    n_eval: int = bounded(min=1)
+    # model (from scratch)
+    n_layer: int = bounded(min=1)
+    d_model: int = bounded(min=8)
+    n_head: int = bounded(min=1)
+    # shared MLE pretraining; then every arm fine-tunes for max_steps at lr
+    pretrain_steps: int = bounded(min=0)
+    pretrain_lr: float = bounded(min=0.0)
+    # backspace augmentation and the SequenceMatch loss
+    p_noise: float = bounded(min=0.0)
+    beta: float = bounded(min=0.0)  # L = (1 - beta) BC + beta L_SM
+    alpha: float = bounded(min=1e-6)  # chi^2 scale: the term is r^2 / (4 alpha)
+    gamma: float = bounded(min=0.0)
+    lam: float = bounded(min=0.0)  # data share of the data/model mixture
+    roll_every: int = bounded(min=1)
+    n_rollouts: int = bounded(min=1)
+    rollout_temperature: float = bounded(min=0.0)
+    max_actions: int = bounded(min=1)
+
+
+register_notebook(
+    NotebookSpec(
+        name="03_sequencematch",
+        title="SequenceMatch: imitation learning with a backspace action (arXiv 2306.05426)",
+        config_cls=SequenceMatchConfig,
+        presets={
+            "tiny": dict(
+                min_k=4, max_k=8, n_train=20_000, n_eval=300,
+                n_layer=2, d_model=128, n_head=4,
+                pretrain_steps=800, pretrain_lr=1e-3,
+                max_steps=400, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=400, ckpt_every=200,
+                log_every=10,
+                p_noise=0.25, beta=0.2, alpha=100.0, gamma=1.0, lam=0.5,
+                roll_every=50, n_rollouts=256, rollout_temperature=1.0, max_actions=20,
+            ),
+            # GPU scale of the same task (not the paper's Llama-2-7B arithmetic setting, see the notebook)
+            "paper": dict(
+                device="cuda", precision="bf16", num_threads=0,
+                min_k=6, max_k=10, n_train=500_000, n_eval=2_000,
+                n_layer=6, d_model=384, n_head=6,
+                pretrain_steps=5_000, pretrain_lr=1e-3,
+                max_steps=3_000, batch_size=256, lr=3e-4, warmup_steps=100, eval_every=3_000, ckpt_every=500,
+                log_every=50,
+                p_noise=0.25, beta=0.2, alpha=100.0, gamma=1.0, lam=0.5,
+                roll_every=100, n_rollouts=1_024, rollout_temperature=1.0, max_actions=24,
+            ),
+        },
+    )
+)
