@@ -1,3 +1,4 @@
 """Each notebook's config class and preset tables; importing this package registers them all."""
 
 from . import quickstart  # noqa: F401
+from . import sequencematch  # noqa: F401
