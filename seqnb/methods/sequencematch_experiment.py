@@ -100,7 +100,11 @@ def is_correct(trace: Trace, vocab: Vocab) -> bool:
 
 
 class RolloutBuffer:
-    """The model's own generations (with `<bksp>` enabled), regenerated every `roll_every` steps."""
+    """The model's own generations (with `<bksp>` enabled), regenerated every `roll_every` steps.
+
+    Its state is not checkpointed: a resumed SequenceMatch run rolls out the restored model at once and then
+    continues correctly, but not bit-identically to an uninterrupted run.
+    """
 
     def __init__(self, prompts: list[str], vocab: Vocab, cfg: SequenceMatchConfig):
         self.prompts, self.vocab, self.cfg = prompts, vocab, cfg
