@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import transformers
 from huggingface_hub import is_offline_mode
 from transformers import (
     AutoModelForCausalLM,
@@ -102,7 +103,12 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     new = [t for t in tokens if t not in tokenizer.get_vocab()]
     if new:
         tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # resizing announces its (documented) init on every call
+        try:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
     return tokenizer.convert_tokens_to_ids(list(tokens))
 
 
