@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..tasks import arithmetic_answer
 from .backspace import Trace, collate_actions
 from .sequencematch_experiment import EVAL_TEMPERATURES, Vocab, generate, is_correct
 
@@ -37,21 +38,21 @@ def _glyph(token_id: int, vocab: Vocab) -> str:
     return vocab.text([token_id])
 
 
-def trace_text(trace: Trace, vocab: Vocab) -> str:
-    """`1234= 4 2 2̶ ⌫ 1 3 $ -> 4213 ✓`: deleted tokens struck through (combining overline), final answer after."""
+def trace_text(trace: Trace, vocab: Vocab, correct: bool | None = None) -> str:
+    """`1234= 4 2 2̶ ⌫ 1 3 $ -> 4213 ✓`: deleted tokens struck through, the final answer after the arrow."""
     deleted = deleted_positions(trace, vocab.bksp)
     steps = []
     for i in range(trace.prompt_len, len(trace.actions)):
         g = _glyph(trace.actions[i], vocab)
         steps.append(g + "\u0336" if i in deleted else g)
     answer = vocab.text(trace.edited[trace.prompt_len :])
-    mark = "✓" if is_correct(trace, vocab) else "✗"
-    return f"{vocab.text(trace.actions[: trace.prompt_len])} {' '.join(steps)} -> {answer or '∅'} {mark}"
+    mark = {True: " ✓", False: " ✗", None: ""}[correct]
+    return f"{vocab.text(trace.actions[: trace.prompt_len])} {' '.join(steps)} -> {answer or '∅'}{mark}"
 
 
-def trace_html(trace: Trace, vocab: Vocab) -> str:
+def trace_html(trace: Trace, vocab: Vocab, correct: bool | None = None) -> str:
     """One line of monospace glyphs: deleted tokens red and struck, `<bksp>` grey, forced tokens on yellow, then
-    the final answer in green (correct) or red."""
+    the final answer in green (correct), red (wrong) or black (unknown)."""
     deleted = deleted_positions(trace, vocab.bksp)
     parts = [f"<span style='color:#555'>{html.escape(vocab.text(trace.actions[: trace.prompt_len]))}</span>"]
     for i in range(trace.prompt_len, len(trace.actions)):
@@ -63,9 +64,8 @@ def trace_html(trace: Trace, vocab: Vocab) -> str:
         if i < trace.prompt_len + trace.n_forced:
             style.append("background:#ffe680")
         parts.append(f"<span style='{';'.join(style)}'>{html.escape(_glyph(trace.actions[i], vocab))}</span>")
-    ok = is_correct(trace, vocab)
     answer = html.escape(vocab.text(trace.edited[trace.prompt_len :]) or "∅")
-    color = "#080" if ok else "#c00"
+    color = {True: "#080", False: "#c00", None: "#000"}[correct]
     return (f"<code style='font-size:110%'>{' '.join(parts)} → <b style='color:{color}'>{answer}</b></code>"
             f"{'' if trace.ended else ' <i>(hit the action cap)</i>'}")
 
@@ -93,8 +93,8 @@ def bksp_probabilities(model, trace: Trace, vocab: Vocab) -> list[tuple[str, str
 
 def plot_arms(results: dict[str, dict[str, float]]) -> Figure:
     """Grouped bars per arm: sampled accuracy at each temperature and recovery from an injected error."""
-    keys = [f"acc_t{t}" for t in EVAL_TEMPERATURES] + ["recovery_first"]
-    labels = [f"accuracy T={t}" for t in EVAL_TEMPERATURES] + ["recovery after\ninjected digit"]
+    keys = ["acc_greedy"] + [f"acc_t{t}" for t in EVAL_TEMPERATURES] + ["recovery_first"]
+    labels = ["accuracy greedy"] + [f"accuracy T={t}" for t in EVAL_TEMPERATURES] + ["recovery after\ninjected token"]
     arms = list(results)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / len(arms)
@@ -138,11 +138,11 @@ def plot_bksp_positions(traces: dict[str, list[Trace]], vocab: Vocab) -> Figure:
 
 
 class TraceExplorer(widgets.VBox):
-    """Type digits, optionally force a wrong first answer digit, pick a model and a temperature: see the trace."""
+    """Type a prompt, optionally force a wrong first answer token, pick a model and a temperature: see traces."""
 
-    def __init__(self, models: dict, vocab: Vocab, cfg):
+    def __init__(self, models: dict, vocab: Vocab, cfg, value: str):
         self.models, self.vocab, self.cfg = models, vocab, cfg
-        self.prompt = widgets.Text(value="3172", description="digits")
+        self.prompt = widgets.Text(value=value, description="prompt", layout=widgets.Layout(width="360px"))
         self.force = widgets.Text(value="", description="force first", placeholder="e.g. 9")
         self.arm = widgets.Dropdown(options=list(models), description="model")
         self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.25, description="T (0=greedy)")
@@ -153,16 +153,19 @@ class TraceExplorer(widgets.VBox):
                           self.button, self.result])
 
     def explain(self, prompt: str, force: str, arm: str, temperature: float) -> str:
-        """Five generations (seeded) for one prompt, as trace lines."""
-        digits = prompt.strip().removesuffix("=")
-        if not re.fullmatch(r"\d+", digits) or len(set(digits)) != len(digits) or len(digits) > self.cfg.max_k:
-            raise ValueError(f"type up to {self.cfg.max_k} distinct digits, e.g. 3172")
-        if force and not re.fullmatch(r"\d", force.strip()):
-            raise ValueError("force: one digit, or leave empty")
-        forced = [[self.vocab.tokenizer.convert_tokens_to_ids(force.strip())]] * 5 if force.strip() else None
-        traces = generate(self.models[arm], self.vocab, [digits + "="] * 5, self.cfg, temperature=temperature,
+        """Five seeded generations for one prompt, as trace lines marked right or wrong."""
+        prompt, target = parse_prompt(prompt, self.cfg)
+        forced = None
+        if force.strip():
+            ids = self.vocab.tokenizer(force.strip(), add_special_tokens=False)["input_ids"]
+            if len(ids) != 1 or ids[0] not in self.vocab.answer_tokens:
+                raise ValueError("force: one answer token (e.g. a digit), or leave empty")
+            forced = [ids] * 5
+        traces = generate(self.models[arm], self.vocab, [prompt] * 5, self.cfg, temperature=temperature,
                           force=forced, seed=0)
-        return "<br>".join(trace_html(t, self.vocab) for t in traces)
+        return "<br>".join(
+            trace_html(t, self.vocab, is_correct(t, self.vocab, self.cfg.task, target)) for t in traces
+        )
 
     def _update(self) -> None:
         try:
@@ -176,6 +179,19 @@ class TraceExplorer(widgets.VBox):
         self.arm.value = arm or self.arm.value
         self.button.click()
         return self.result.value
+
+
+def parse_prompt(text: str, cfg) -> tuple[str, str]:
+    """A typed prompt in the task's format, and its reference answer ("" for the permutation task)."""
+    if cfg.task == "permutation":
+        digits = text.strip().removesuffix("=")
+        if not re.fullmatch(r"\d+", digits) or len(set(digits)) != len(digits) or len(digits) > cfg.max_k:
+            raise ValueError(f"type up to {cfg.max_k} distinct digits, e.g. 3172")
+        return digits + "=", ""
+    try:
+        return text.strip() + " ", arithmetic_answer(text)
+    except ValueError:
+        raise ValueError("type a question like: In base 7, what is 52 - 4?") from None
 
 
 def plot_attend(actions: list[int], prompt_len: int, vocab: Vocab) -> Figure:

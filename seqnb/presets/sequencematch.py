@@ -9,12 +9,16 @@ from ..config import NotebookSpec, RunConfig, bounded, register_notebook
 
 @dataclass(frozen=True, kw_only=True)
 class SequenceMatchConfig(RunConfig):
-    # task: k distinct digits (k in min_k..max_k) -> any permutation of them
-    min_k: int = bounded(min=1)
-    max_k: int = bounded(min=1)
+    # "permutation": k distinct digits (k in min_k..max_k) -> any permutation of them;
+    # "add_or_sub_in_base": the paper's arithmetic sub-task, |operands| <= max_value
+    task: str = bounded(choices=("permutation", "add_or_sub_in_base"))
+    min_k: int = bounded(4, min=1)
+    max_k: int = bounded(8, min=1)
+    max_value: int = bounded(1000, min=1)
     n_train: int = bounded(min=1)
     n_eval: int = bounded(min=1)
-    # model (from scratch)
+    # model: "scratch" builds a GPT-2-style decoder from a config; anything else is a hub id or local folder
+    model_name: str = "scratch"
     n_layer: int = bounded(min=1)
     d_model: int = bounded(min=8)
     n_head: int = bounded(min=1)
@@ -40,7 +44,7 @@ register_notebook(
         config_cls=SequenceMatchConfig,
         presets={
             "tiny": dict(
-                min_k=4, max_k=8, n_train=20_000, n_eval=300,
+                task="permutation", min_k=4, max_k=8, n_train=20_000, n_eval=300,
                 n_layer=2, d_model=128, n_head=4,
                 pretrain_steps=800, pretrain_lr=1e-3,
                 max_steps=400, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=400, ckpt_every=200,
@@ -48,16 +52,17 @@ register_notebook(
                 p_noise=0.25, beta=0.2, alpha=100.0, gamma=1.0, lam=0.5,
                 roll_every=50, n_rollouts=256, rollout_temperature=1.0, max_actions=20,
             ),
-            # GPU scale of the same task (not the paper's Llama-2-7B arithmetic setting, see the notebook)
+            # the paper's arithmetic setting with GPT-2 (the paper: Llama-2-7B with QLoRA r 64, alpha 16; the
+            # step counts, lr, beta, alpha and the rollout schedule are our choices: the paper's could not be read)
             "paper": dict(
                 device="cuda", precision="bf16", num_threads=0,
-                min_k=6, max_k=10, n_train=500_000, n_eval=2_000,
-                n_layer=6, d_model=384, n_head=6,
-                pretrain_steps=5_000, pretrain_lr=1e-3,
-                max_steps=3_000, batch_size=256, lr=3e-4, warmup_steps=100, eval_every=3_000, ckpt_every=500,
+                task="add_or_sub_in_base", max_value=10_000, n_train=100_000, n_eval=200,
+                model_name="gpt2", n_layer=12, d_model=768, n_head=12,
+                pretrain_steps=2_000, pretrain_lr=5e-5,
+                max_steps=2_000, batch_size=32, lr=5e-5, warmup_steps=100, eval_every=2_000, ckpt_every=500,
                 log_every=50,
-                p_noise=0.25, beta=0.2, alpha=100.0, gamma=1.0, lam=0.5,
-                roll_every=100, n_rollouts=1_024, rollout_temperature=1.0, max_actions=24,
+                p_noise=0.1, beta=0.5, alpha=10.0, gamma=0.998, lam=0.5,
+                roll_every=100, n_rollouts=64, rollout_temperature=1.0, max_actions=32,
             ),
         },
     )

@@ -8,7 +8,8 @@ from datasets import DatasetDict
 
 from .hub import DatasetNotAvailableError, load_hub_dataset
 from .synthetic import (
-    SEP, addition, addition_answer, addition_example, is_permutation_answer, permutation, sort_digits, sort_example,
+    SEP, add_or_sub_in_base, addition, arithmetic_answer, addition_answer, addition_example, is_permutation_answer, permutation,
+    sort_digits, sort_example, to_base,
 )
 from .text import bbc_news
 
@@ -16,6 +17,7 @@ TASKS: dict[str, Callable[..., DatasetDict]] = {
     "addition": addition,
     "sort": sort_digits,
     "permutation": permutation,
+    "add_or_sub_in_base": add_or_sub_in_base,
     "bbc_news": bbc_news,
 }
 
@@ -32,6 +34,6 @@ def load_task(name: str, **kwargs) -> DatasetDict:
 
 
 __all__ = [
-    "SEP", "TASKS", "DatasetNotAvailableError", "addition", "addition_answer", "addition_example", "bbc_news", "is_permutation_answer",
+    "SEP", "TASKS", "add_or_sub_in_base", "arithmetic_answer", "to_base", "DatasetNotAvailableError", "addition", "addition_answer", "addition_example", "bbc_news", "is_permutation_answer",
     "load_hub_dataset", "load_task", "permutation", "sort_digits", "sort_example",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from datasets import Dataset, DatasetDict
 
@@ -92,6 +93,46 @@ def permutation(*, n_train: int, n_test: int, min_k: int, max_k: int, seed: int)
 
 def is_permutation_answer(prompt: str, answer: str) -> bool:
     return sorted(answer) == sorted(prompt.removesuffix(SEP))
+
+
+def to_base(n: int, base: int) -> str:
+    """`n` written in `base` (2-16, digits 0-9a-f), with a leading '-' when negative."""
+    digits = "0123456789abcdef"
+    if not 2 <= base <= 16:
+        raise ValueError(f"base must be 2..16, got {base}")
+    m, out = abs(n), ""
+    while True:
+        m, r = divmod(m, base)
+        out = digits[r] + out
+        if m == 0:
+            return ("-" if n < 0 else "") + out
+
+
+def add_or_sub_in_base(*, n_train: int, n_test: int, max_value: int, seed: int) -> DatasetDict:
+    """Questions in the style of the DeepMind mathematics sub-task `arithmetic__add_or_sub_in_base` (Saxton et
+    al. 2019), regenerated here: "In base 7, what is -52 + 4?" -> "-45". Bases 2-16, |operands| <= max_value."""
+    _check_counts(n_train=n_train, n_test=n_test, max_value=max_value)
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n_train + n_test:
+        base, x, y, op = rng.randint(2, 16), rng.randint(-max_value, max_value), rng.randint(-max_value, max_value), rng.choice("+-")
+        if (base, x, y, op) in seen:
+            continue
+        seen.add((base, x, y, op))
+        answer = x + y if op == "+" else x - y
+        rows.append({"prompt": f"In base {base}, what is {to_base(x, base)} {op} {to_base(y, base)}? ",
+                     "target": to_base(answer, base)})
+    return DatasetDict(train=Dataset.from_list(rows[:n_train]), test=Dataset.from_list(rows[n_train:]))
+
+
+def arithmetic_answer(question: str) -> str:
+    """The reference answer to an `add_or_sub_in_base` question (ValueError if it is not one)."""
+    m = re.fullmatch(r"\s*In base (\d+), what is (-?[0-9a-f]+) ([+-]) (-?[0-9a-f]+)\?\s*", question)
+    if not m or not 2 <= int(m[1]) <= 16:
+        raise ValueError(f"not an add-or-sub-in-base question: {question!r}")
+    base = int(m[1])
+    x, y = int(m[2], base), int(m[4], base)
+    return to_base(x + y if m[3] == "+" else x - y, base)
 
 
 def _check_counts(**counts: int) -> None:
