@@ -75,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--output-root", type=Path, default=None, help="default: <repo>/runs")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    bench = sub.add_parser("bench", help="training and generation speed, seqnb vs Trainer, methods vs SFT")
+    bench.add_argument("--quick", action="store_true", help="seconds-long smoke run (checks code, not speed)")
+    bench.add_argument("--out", type=Path, default=project_root() / "benchmarks")
     args = parser.parse_args(argv)
+
+    if args.command == "bench":
+        from .bench import main as run_bench
+
+        print(f"wrote {run_bench(args.out, args.quick)}")
+        return 0
 
     specs, paths = notebook_specs(), notebook_paths()
     if args.command == "list":

@@ -118,6 +118,7 @@ def train(
             for g in groups if g.params
         ],
         lr=cfg.lr,
+        fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel for all parameters, as Trainer's default
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.max_steps, 1))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -54,20 +54,22 @@ def backspace_inputs(actions: Sequence[int], prompt_len: int, bksp_id: int):
     its logits, equal that token's. Returns (input_ids [T], position_ids [T], attend [T, T] bool).
     """
     n = len(actions)
-    input_ids, position_ids = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
-    attend = torch.zeros(n, n, dtype=torch.bool)
+    input_ids, position_ids = [0] * n, [0] * n
+    is_token, deleted_at = [False] * n, [n] * n  # a token row is a key from its own row until it is deleted
     stack: list[int] = []  # rows of surviving tokens
     for t, a in enumerate(actions):
         if a == bksp_id and t >= prompt_len:
             if len(stack) > prompt_len:
-                stack.pop()
+                deleted_at[stack.pop()] = t
             top = stack[-1]
             input_ids[t], position_ids[t] = input_ids[top], position_ids[top]
         else:
-            input_ids[t], position_ids[t] = a, len(stack)
+            input_ids[t], position_ids[t], is_token[t] = a, len(stack), True
             stack.append(t)
-        attend[t, stack] = True
-    return input_ids, position_ids, attend
+    rows = torch.arange(n)[:, None]  # query t
+    keys = torch.arange(n)[None, :]  # key j: a surviving token at row t when j <= t < deleted_at[j]
+    attend = torch.tensor(is_token)[None, :] & (keys <= rows) & (rows < torch.tensor(deleted_at)[None, :])
+    return torch.tensor(input_ids), torch.tensor(position_ids), attend
 
 
 def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

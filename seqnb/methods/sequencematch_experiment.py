@@ -170,24 +170,27 @@ def pretrain(model, data: DatasetDict, vocab: Vocab, cfg: SequenceMatchConfig) -
     return train(model, clean, pre_cfg, collate_fn=PadCollator(vocab.pad), name="pretrain")
 
 
-def finetune(arm: str, pretrained, data: DatasetDict, vocab: Vocab, cfg: SequenceMatchConfig) -> TrainResult:
+def finetune(arm: str, pretrained, data: DatasetDict, vocab: Vocab, cfg: SequenceMatchConfig,
+             callbacks=()) -> TrainResult:
     """One arm from a copy of the pretrained model, same steps, lr and data order as the others."""
     model = copy.deepcopy(pretrained)
     if arm == "mle":
         clean = tokenize_pairs(data["train"], vocab.tokenizer).select_columns(["input_ids", "labels"])
-        return train(model, clean, cfg, collate_fn=PadCollator(vocab.pad), step_fn=sft_step, name=arm)
+        return train(model, clean, cfg, collate_fn=PadCollator(vocab.pad), step_fn=sft_step, name=arm,
+                     callbacks=callbacks)
     augmented = augmented_set(data["train"], vocab, cfg.task, cfg.p_noise, cfg.seed)
 
     def collate(rows):
         return collate_actions(rows, bksp_id=vocab.bksp, pad_id=vocab.pad)
 
     if arm == "bc_bksp":
-        return train(model, augmented, cfg, collate_fn=collate, step_fn=bc_step, name=arm)
+        return train(model, augmented, cfg, collate_fn=collate, step_fn=bc_step, name=arm, callbacks=callbacks)
     if arm == "sm":
         buffer = RolloutBuffer(data["train"]["prompt"], vocab, cfg)
         step = SequenceMatchStep(rollouts=lambda: buffer.batch(model), eos_id=vocab.eos, allowed=vocab.allowed,
                                  beta=cfg.beta, alpha=cfg.alpha, gamma=cfg.gamma, lam=cfg.lam)
-        return train(model, augmented, cfg, collate_fn=collate, step_fn=step, name=arm, callbacks=[buffer.callback])
+        return train(model, augmented, cfg, collate_fn=collate, step_fn=step, name=arm,
+                     callbacks=[buffer.callback, *callbacks])
     raise ValueError(f"unknown arm {arm!r}: use one of {ARMS}")
 
 

@@ -1,0 +1,291 @@
+"""Benchmarks, measured side by side in one run: seqnb's training loop against Hugging Face `Trainer`, each paper
+method's step against the SFT step, and generation with and without the KV cache.
+
+    seqnb bench                 # writes benchmarks/results-<cpu|gpu>.json and benchmarks/README.md
+    seqnb bench --quick         # seconds: checks that the benchmark code runs, not a speed
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .collate import PadCollator, tokenize_pairs
+from .config import resolve_config
+from .models import build_decoder, count_parameters
+from .record import environment
+from .runtime import device_name
+from .tokenizers import char_tokenizer
+from .train import train
+
+
+# dense bf16 peak FLOP/s (no sparsity) from the vendors' data sheets, matched against the device name
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def peak_bf16_flops(name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+class _Clock:
+    """Durations of the optimizer steps after step `start` (compile, allocator and data-loader start-up fall
+    before the window). The median step is robust to a busy neighbour on a shared machine; the mean keeps
+    periodic costs such as SequenceMatch's rollouts."""
+
+    def __init__(self, start: int):
+        self.start, self.last, self.durations = start, None, []
+
+    def tick(self, step: int) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if step > self.start:
+            self.durations.append(now - self.last)
+        self.last = now
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.durations)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.durations)
+
+
+def _model_and_data(size: str, n_rows: int, seq_len: int, seed: int):
+    tok = char_tokenizer("0123456789+=")
+    torch.manual_seed(seed)
+    dims = dict(tiny=dict(n_layer=2, d_model=128, n_head=4), gpt2_small=dict(n_layer=12, d_model=768, n_head=12))
+    model = build_decoder(tok, max_len=seq_len, **dims[size])
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, len(tok), (n_rows, seq_len), generator=g).tolist()
+    return model, tok, Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+
+def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int, device: str, precision: str,
+                        warmup: int) -> dict:
+    """Tokens per second of seqnb's loop and of `Trainer`: same initial weights, data, batch, length, precision,
+    optimizer (AdamW, cosine schedule, clip 1.0) and number of steps."""
+    model, tok, data = _model_and_data(size, steps * batch_size, seq_len, seed=0)
+    collate = PadCollator(tok.pad_token_id)
+    out = {"model": size, "parameters": count_parameters(model), "batch_size": batch_size, "seq_len": seq_len,
+           "steps": steps, "precision": precision}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_config("00_quickstart", output_dir=tmp, device=device, precision=precision, max_steps=steps,
+                             batch_size=batch_size, lr=1e-3, weight_decay=0.0, warmup_steps=0,
+                             log_every=steps, eval_every=steps, ckpt_every=steps, num_threads=0)
+        _reset_peak_memory()
+        clock = _Clock(warmup)
+        train(copy.deepcopy(model), data, cfg, collate_fn=collate, callbacks=[lambda s, m: clock.tick(s)])
+        out["seqnb_tokens_per_s"] = batch_size * seq_len / clock.median
+        out["seqnb_peak_memory_gib"] = _peak_memory_gib()
+
+        _reset_peak_memory()
+        clock = _Clock(warmup)
+
+        class Tick(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.tick(state.global_step)
+
+        args = TrainingArguments(
+            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=1e-3,
+            weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0, max_grad_norm=1.0,
+            logging_steps=steps, save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
+            dataloader_num_workers=0, use_cpu=device == "cpu", bf16=precision == "bf16",
+        )
+        Trainer(model=copy.deepcopy(model), args=args, train_dataset=data, data_collator=collate,
+                callbacks=[Tick()]).train()
+        out["trainer_tokens_per_s"] = batch_size * seq_len / clock.median
+        out["trainer_peak_memory_gib"] = _peak_memory_gib()
+    out["ratio_seqnb_over_trainer"] = out["seqnb_tokens_per_s"] / out["trainer_tokens_per_s"]
+    peak = peak_bf16_flops(torch.cuda.get_device_name()) if device == "cuda" else None
+    for who in ("seqnb", "trainer"):  # model FLOPs utilisation, 6·N FLOPs per trained token
+        out[f"{who}_mfu"] = 6 * out["parameters"] * out[f"{who}_tokens_per_s"] / peak if peak else None
+    return out
+
+
+def _reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_gib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def method_overheads(*, steps: int, warmup: int, pretrain_steps: int, device: str) -> list[dict]:
+    """Seconds per optimizer step of each implemented paper method against teacher forcing (SFT) on the same
+    model, batch size and data, from the same briefly pretrained weights (the tiny SequenceMatch setting).
+
+    The arithmetic minimum counts padded tokens through forward+backward passes, relative to the SFT batch
+    (measured on the same batches): compute scales with tokens at these lengths."""
+    from .methods import sequencematch_experiment as sm
+    from .methods.backspace import collate_actions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_config("03_sequencematch", output_dir=tmp, device=device, max_steps=steps,
+                             pretrain_steps=pretrain_steps, ckpt_every=steps, log_every=steps, eval_every=steps,
+                             num_threads=0)
+        data = sm.build_data(cfg)
+        model, vocab = sm.build_model(cfg, data)
+        model = sm.pretrain(model, data, vocab, cfg).model
+        per_step = {}
+        for arm in ("mle", "bc_bksp", "sm"):
+            clock = _Clock(warmup)
+            arm_cfg = replace(cfg, output_dir=str(Path(tmp) / arm))
+            sm.finetune(arm, model, data, vocab, arm_cfg, callbacks=[lambda s, m: clock.tick(s)])
+            per_step[arm] = clock.mean
+        clean = tokenize_pairs(data["train"], vocab.tokenizer)
+        augmented = sm.augmented_set(data["train"], vocab, cfg.task, cfg.p_noise, cfg.seed)
+        rollouts = sm.RolloutBuffer(data["train"]["prompt"], vocab, cfg)
+        tokens = {
+            "mle": _mean_tokens(lambda rows: PadCollator(vocab.pad)(rows)["input_ids"], clean, cfg.batch_size),
+            "bc_bksp": _mean_tokens(lambda rows: collate_actions(rows, bksp_id=vocab.bksp, pad_id=vocab.pad).input_ids,
+                                    augmented, cfg.batch_size),
+            "rollouts": float(torch.tensor([rollouts.batch(model).input_ids.numel() for _ in range(8)],
+                                           dtype=torch.float).mean()),
+        }
+    bc_min = tokens["bc_bksp"] / tokens["mle"]
+    sm_min = (tokens["bc_bksp"] + tokens["rollouts"]) / tokens["mle"]
+    return [
+        {"method": "BC + backspace augmentation (03)", "s_per_step": per_step["bc_bksp"],
+         "ratio_to_sft": per_step["bc_bksp"] / per_step["mle"], "arithmetic_minimum": bc_min,
+         "note": "one forward+backward pass over sequences lengthened by the inserted mistakes and backspaces, "
+                 "with a dense [B,T,T] mask (no causal fast path)"},
+        {"method": "SequenceMatch (03)", "s_per_step": per_step["sm"], "ratio_to_sft": per_step["sm"] / per_step["mle"],
+         "arithmetic_minimum": sm_min,
+         "note": f"forward+backward on the data batch and on a rollout batch, plus {cfg.n_rollouts} rollouts "
+                 f"every {cfg.roll_every} steps (not in the minimum)"},
+        {"method": "SFT / teacher forcing (baseline)", "s_per_step": per_step["mle"], "ratio_to_sft": 1.0,
+         "arithmetic_minimum": 1.0, "note": f"{tokens['mle']:.0f} padded tokens per batch"},
+    ]
+
+
+def _mean_tokens(collate, rows: Dataset, batch_size: int, n_batches: int = 8) -> float:
+    """Mean padded size (B x T) of the first `n_batches` batches of `rows`."""
+    sizes = [collate([rows[j] for j in range(i * batch_size, (i + 1) * batch_size)]).numel() for i in range(n_batches)]
+    return sum(sizes) / len(sizes)
+
+
+@torch.no_grad()
+def generation_throughput(*, batch_size: int, prompt_len: int, new_tokens: int, device: str) -> dict:
+    """New tokens per second of batched greedy decoding, with and without the KV cache."""
+    model, tok, _ = _model_and_data("tiny", 1, prompt_len + new_tokens, seed=0)
+    model.to(device).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(4, len(tok), (batch_size, prompt_len), generator=g).to(device)
+    out = {"batch_size": batch_size, "prompt_len": prompt_len, "new_tokens": new_tokens}
+    for cache in (True, False):
+        model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False, use_cache=cache, pad_token_id=0)
+        start = time.perf_counter()
+        model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=cache,
+                       pad_token_id=0)
+        out[f"tokens_per_s_{'cache' if cache else 'no_cache'}"] = batch_size * new_tokens / (time.perf_counter() - start)
+    out["cache_speedup"] = out["tokens_per_s_cache"] / out["tokens_per_s_no_cache"]
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        training = training_throughput(size="gpt2_small", steps=8 if quick else 60, batch_size=8, seq_len=1024,
+                                       device=device, precision="bf16", warmup=2 if quick else 10)
+    else:
+        training = training_throughput(size="tiny", steps=6 if quick else 200, batch_size=64, seq_len=64,
+                                       device=device, precision="no", warmup=2 if quick else 20)
+    return {
+        "device": device_name(torch.device(device)), "date": date.today().isoformat(), "quick": quick,
+        "machine": platform.machine(), "environment": environment(),
+        "training": training,
+        "methods": method_overheads(steps=6 if quick else 120, warmup=2 if quick else 20,
+                                    pretrain_steps=0 if quick else 400, device=device),
+        "generation": generation_throughput(batch_size=64, prompt_len=16, new_tokens=8 if quick else 96,
+                                            device=device),
+    }
+
+
+def table(results: dict) -> str:
+    """The results as Markdown."""
+    t, g = results["training"], results["generation"]
+    lines = [
+        f"Device: {results['device']} · {results['date']} · torch {results['environment']['torch']} · "
+        f"transformers {results['environment']['transformers']} · commit {results['environment']['git_commit']}",
+        "",
+        "| training step throughput | tokens/s |",
+        "|---|---|",
+        f"| seqnb loop ({t['model']}, {t['parameters']:,} params, batch {t['batch_size']} x {t['seq_len']}, "
+        f"{t['precision']}) | {t['seqnb_tokens_per_s']:,.0f} |",
+        f"| Hugging Face Trainer, same settings | {t['trainer_tokens_per_s']:,.0f} |",
+        f"| ratio seqnb / Trainer | {t['ratio_seqnb_over_trainer']:.2f} |",
+        *([f"| MFU seqnb / Trainer (6·N·tokens/s over dense bf16 peak) | {t['seqnb_mfu']:.1%} / "
+           f"{t['trainer_mfu']:.1%} |"] if t["seqnb_mfu"] else []),
+        *([f"| peak memory seqnb / Trainer | {t['seqnb_peak_memory_gib']:.1f} / "
+           f"{t['trainer_peak_memory_gib']:.1f} GiB |"] if t["seqnb_peak_memory_gib"] else []),
+        "",
+        "| method step vs SFT step | s/step | ratio | arithmetic minimum | what it does |",
+        "|---|---|---|---|---|",
+        *(f"| {m['method']} | {m['s_per_step']:.4f} | {m['ratio_to_sft']:.2f} | {m['arithmetic_minimum']:.2f} | "
+          f"{m['note']} |" for m in results["methods"]),
+        "",
+        f"| generation (batch {g['batch_size']}, prompt {g['prompt_len']}, {g['new_tokens']} new tokens) | tokens/s |",
+        "|---|---|",
+        f"| greedy with KV cache | {g['tokens_per_s_cache']:,.0f} |",
+        f"| greedy without cache | {g['tokens_per_s_no_cache']:,.0f} |",
+        f"| cache speed-up | {g['cache_speedup']:.2f}x |",
+    ]
+    return "\n".join(lines)
+
+
+README_HEAD = """# Benchmarks
+
+Written by `seqnb bench` (CPU: under 5 minutes; on a GPU it runs the GPT-2-small-sized model), which measures
+every ratio below in one run on one machine and rewrites this file from every `results-*.json` here.
+`seqnb bench --quick` is the seconds-long smoke run that CI executes (it checks the code, not the speed).
+
+* **Training**: seqnb's loop (`seqnb.train.train`) against Hugging Face `Trainer` with the same initial weights,
+  data, batch, sequence length, precision, optimizer (fused AdamW, cosine schedule, clipping at 1.0) and steps;
+  tokens/s from the median step after the warm-up steps.
+* **Methods**: mean seconds per optimizer step (periodic work such as rollouts included) of each paper method that
+  has landed against the SFT step on the same model and batch size. The arithmetic minimum is the number of padded tokens the method pushes through
+  forward+backward passes per step, relative to the SFT batch.
+* **Generation**: batched greedy decoding with and without the KV cache.
+"""
+
+
+def write_readme(out_dir: Path) -> Path:
+    """`out_dir/README.md` from every full (non-quick) result file in `out_dir`."""
+    sections = [README_HEAD]
+    for path in sorted(out_dir.glob("results-*.json")):
+        results = json.loads(path.read_text())
+        if not results["quick"]:
+            sections.append(f"## {results['device']} (`{path.name}`)\n\n{table(results)}\n")
+    if not any(p.name == "results-gpu.json" for p in out_dir.glob("results-*.json")):
+        sections.append("## GPU\n\nNo GPU result yet: none was lent to the session that wrote this file. "
+                        "Run `seqnb bench` on a GPU machine to add it; GPU numbers are never estimated.\n")
+    readme = out_dir / "README.md"
+    readme.write_text("\n".join(sections))
+    return readme
+
+
+def main(out_dir: Path, quick: bool) -> Path:
+    results = run(quick=quick)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = "gpu" if torch.cuda.is_available() else "cpu"
+    path = out_dir / f"results-{kind}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    if not quick:
+        write_readme(out_dir)
+    print(table(results))
+    return path
