@@ -7,7 +7,7 @@ from transformers import AutoModel, Gemma2Config, Gemma3ForCausalLM, Gemma3TextC
 
 from seqnb.config import ConfigError, resolve_config
 from seqnb.encoders import GemmaEncoderConfig, GemmaEncoderModel, Pooler, mask_matrix, probe_influence, set_attention
-from seqnb.encoders.data import EncoderCollator, lm_stream
+from seqnb.encoders.data import EncoderCollator, lm_stream, sentence_position_set
 from seqnb.encoders.evaluation import group_mrr, retrieval_metrics
 from seqnb.encoders.experiment import Arm, default_arms
 from seqnb.encoders.explorer import PairExplorer, compare, comparison_html
@@ -227,6 +227,21 @@ def test_collator_pads_either_side_and_cuts_reproducibly():
     assert groups["input_ids"].shape == (2, 3) and groups["labels"].tolist() == [1, 0]
 
 
+def test_sentence_position_targets():
+    from datasets import Dataset
+
+    bodies = ["Rates rose. Banks said so! Who knew? \"Nobody\", he said.", "Too short. Two.", "A b. C d. E f."]
+    tok = word_tokenizer(bodies, 100)
+    rows = sentence_position_set(Dataset.from_dict({"body": bodies}), tok, 32, seed=0)
+    assert len(rows) == 2  # the two-sentence body is skipped
+    again = sentence_position_set(Dataset.from_dict({"body": bodies}), tok, 32, seed=0)
+    assert rows["labels"] == again["labels"] and rows["input_ids"] == again["input_ids"]
+    first = tok.decode(rows[0]["input_ids"], skip_special_tokens=True)
+    sentences = ["rates rose .", "banks said so !", "who knew ?", "\" nobody \" , he said ."]
+    assert rows[0]["labels"] == pytest.approx(sentences.index(first) / 3)
+    assert {rows[1]["labels"]} <= {0.0, 0.5, 1.0}
+
+
 def test_word_tokenizer_and_lm_stream():
     tok = word_tokenizer(["The cat sat.", "The dog sat, then ran!"] * 3, vocab_size=12)
     assert tok.convert_ids_to_tokens(tok("The cat")["input_ids"]) == ["<bos>", "the", "cat"]
@@ -255,7 +270,8 @@ def test_default_grid_and_arm_names():
     cfg = resolve_config("05_gemma_encoder", "tiny", output_dir="/tmp/unused")
     names = [a.name for a in default_arms(cfg)]
     assert {"causal|first_k1", "bidirectional|first_k1", "bidirectional|mean|p0.1", "causal|last_naive",
-            "retrieval|bidirectional|mean", "retrieval|bidirectional|last_k1"} <= set(names)
+            "retrieval|bidirectional|mean", "retrieval|bidirectional|last_k1", "regression|causal|mean",
+            "regression|bidirectional|mean"} <= set(names)
     assert Arm("causal", "last_naive", padding_side="left", eval_padding_side="right").name == \
         "causal|last_naive|train=left|eval=right"
     assert Arm("causal", "first_k4").encoder_kwargs()["pooling_k"] == 4

@@ -1,5 +1,5 @@
-"""Data for the encoder notebook: BBC News as topic classification and as title → article retrieval, a text
-stream for causal pretraining, and a collator that pads on either side.
+"""Data for the encoder notebook: BBC News as topic classification, as sentence-position regression and as
+title → article retrieval, a text stream for causal pretraining, and a collator that pads on either side.
 
 Lengths vary on purpose (every example is cut to a random length), so every batch contains padding and the
 pooling strategies have to find the real tokens.
@@ -8,6 +8,7 @@ pooling strategies have to find the real tokens.
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -49,6 +50,24 @@ def classification_set(data: Dataset, tokenizer: PreTrainedTokenizerBase, max_le
         rng = random.Random(truncation_seed)
         ids = [truncate(x, rng, min_len) for x in ids]
     return Dataset.from_dict({"input_ids": ids, "labels": data["label"]})
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
+def sentence_position_set(data: Dataset, tokenizer: PreTrainedTokenizerBase, max_len: int, *, seed: int) -> Dataset:
+    """Regression: one sentence drawn from each article's body, `labels` = its relative position (0 = the first
+    sentence, 1 = the last); articles with fewer than 3 sentences are skipped. News is written top-down (the
+    lead sentence summarises, later ones quote and add background), so the position is partly readable."""
+    rng = random.Random(seed)
+    texts, positions = [], []
+    for body in data["body"]:
+        sentences = SENTENCE_END.split(body)
+        if len(sentences) >= 3:
+            i = rng.randrange(len(sentences))
+            texts.append(sentences[i])
+            positions.append(i / (len(sentences) - 1))
+    return Dataset.from_dict({"input_ids": encode_texts(texts, tokenizer, max_len), "labels": positions})
 
 
 def retrieval_set(data: Dataset, tokenizer: PreTrainedTokenizerBase, *, query_len: int = 16,

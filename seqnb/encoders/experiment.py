@@ -15,13 +15,14 @@ from ..presets.gemma_encoder import GemmaEncoderRunConfig
 from ..record import Claim
 from ..tokenizers import word_tokenizer
 from ..train import TrainResult, sft_step, train
-from .data import EncoderCollator, bbc_topics, classification_set, lm_stream, retrieval_set
+from .data import EncoderCollator, bbc_topics, classification_set, lm_stream, retrieval_set, sentence_position_set
 from .evaluation import classification_metrics, group_mrr, predict, regression_metrics, retrieval_metrics
 from .losses import in_batch_contrastive_loss
 from .modeling import GemmaEncoderModel
 from .paper import head_type
 
 
+TASK_PREFIX = {"retrieve": "retrieval", "regress": "regression"}  # variant-name prefix of the non-classify arms
 FULL_GRID_POOLINGS = ("last_k1", "attn_query", "attn_kv", "first_k4")
 RANKING_MARGIN = 0.05  # mean − last MRR@10 of the tiny bi-encoder: +0.08 and +0.10 at seeds 0 and 1 (our calibration)
 
@@ -29,7 +30,8 @@ RANKING_MARGIN = 0.05  # mean − last MRR@10 of the tiny bi-encoder: +0.08 and 
 @dataclass(frozen=True)
 class Arm:
     """One fine-tuning run. `pooling` is a strategy name with K appended for first_k/last_k ("first_k1").
-    `task`: "classify" (topics, accuracy) or "retrieve" (title → article bi-encoder, MRR@10)."""
+    `task`: "classify" (topics, accuracy), "regress" (sentence position, Pearson) or "retrieve" (title → article
+    bi-encoder, MRR@10)."""
 
     attention: str
     pooling: str
@@ -40,7 +42,7 @@ class Arm:
 
     @property
     def name(self) -> str:
-        parts = ["retrieval"] if self.task == "retrieve" else []
+        parts = [TASK_PREFIX[self.task]] if self.task in TASK_PREFIX else []
         parts += [self.attention, self.pooling] + ([f"p{self.dropout:g}"] if self.dropout else [])
         eval_side = self.eval_padding_side or self.padding_side
         if (self.padding_side, eval_side) != ("right", "right"):
@@ -55,7 +57,8 @@ class Arm:
 
 def default_arms(cfg: GemmaEncoderRunConfig) -> list[Arm]:
     """mask × pooling_grid; dropout on bidirectional/mean; naive last-index pooling; with `full_grid` the padding
-    mismatch arms; with `retrieval` the bi-encoder arms (mean vs last token, both masks in the full grid)."""
+    mismatch arms; with `regression` the sentence-position arms (mean pooling, both masks); with `retrieval` the
+    bi-encoder arms (mean vs last token, both masks in the full grid)."""
     masks = ("causal", "bidirectional")
     poolings = list(cfg.pooling_grid) + [p for p in FULL_GRID_POOLINGS if cfg.full_grid and p not in cfg.pooling_grid]
     arms = [Arm(mask, pooling) for pooling in poolings for mask in masks]
@@ -64,13 +67,15 @@ def default_arms(cfg: GemmaEncoderRunConfig) -> list[Arm]:
     if cfg.full_grid:
         arms += [Arm("causal", "last_naive", padding_side="left", eval_padding_side=side) for side in ("left", "right")]
         arms += [Arm("causal", "last_k1", padding_side="left", eval_padding_side="right")]
+    if cfg.regression:
+        arms += [Arm(mask, "mean", task="regress") for mask in masks]
     if cfg.retrieval:
         for mask in masks if cfg.full_grid else ("bidirectional",):
             arms += [Arm(mask, pooling, task="retrieve") for pooling in ("mean", "last_k1")]
     return arms
 
 
-SELECTION_FIELDS = ("seeds", "full_grid", "retrieval", "real_backbone", "pooling_grid", "dropout_grid")
+SELECTION_FIELDS = ("seeds", "full_grid", "regression", "retrieval", "real_backbone", "pooling_grid", "dropout_grid")
 
 
 def training_config(cfg: GemmaEncoderRunConfig, **values) -> GemmaEncoderRunConfig:
@@ -95,12 +100,15 @@ def tiny_gemma(cfg: GemmaEncoderRunConfig, tokenizer: PreTrainedTokenizerBase) -
 
 def tiny_setup(cfg: GemmaEncoderRunConfig):
     """BBC topics, a word tokenizer built on the training articles, and the tokenised sets of every arm:
-    `train`/`test` (classification, the test cut to fixed random lengths) and `retrieval_train`/`retrieval_test`."""
+    `train`/`test` (classification, the test cut to fixed random lengths), `position_train`/`position_test`
+    (regression) and `retrieval_train`/`retrieval_test`."""
     data = bbc_topics()
     tokenizer = word_tokenizer(data["train"]["text"], cfg.vocab_size)
     sets = {
         "train": classification_set(data["train"], tokenizer, cfg.max_len),
         "test": classification_set(data["test"], tokenizer, cfg.max_len, min_len=cfg.min_len, truncation_seed=123),
+        "position_train": sentence_position_set(data["train"], tokenizer, cfg.max_len, seed=0),
+        "position_test": sentence_position_set(data["test"], tokenizer, cfg.max_len, seed=1),
         "retrieval_train": retrieval_set(data["train"], tokenizer),
         "retrieval_test": retrieval_set(data["test"], tokenizer),
     }
@@ -134,15 +142,17 @@ def fine_tune(arm: Arm, decoder: PreTrainedModel, tokenizer: PreTrainedTokenizer
     """One arm at one seed: the decoder's weights, the arm's mask/pooling/dropout, a fresh head."""
     torch.manual_seed(seed)
     retrieve = arm.task == "retrieve"
-    kind = "embedding" if retrieve else head_type(cfg.task)
+    kind = {"retrieve": "embedding", "regress": "regression"}.get(arm.task, head_type(cfg.task))
     num_labels = len(set(sets["test"]["labels"])) if kind == "classification" else 1
     model = GemmaEncoderModel.from_decoder(
         decoder, head_type=kind, num_labels=num_labels, num_probes=cfg.num_probes, group_size=cfg.group_size,
         **arm.encoder_kwargs())
-    collate = EncoderCollator(tokenizer.pad_token_id, arm.padding_side, min_len=None if retrieve else cfg.min_len)
+    cut = cfg.min_len if arm.task == "classify" else None  # sentences and retrieval pairs are kept whole
+    collate = EncoderCollator(tokenizer.pad_token_id, arm.padding_side, min_len=cut)
     step = contrastive_step(cfg.temperature) if retrieve else sft_step
     name = arm.name.replace("|", "__") + f"__seed{seed}"
-    return train(model, sets["retrieval_train" if retrieve else "train"], training_config(cfg, seed=seed),
+    train_set = sets[{"retrieve": "retrieval_train", "regress": "position_train"}.get(arm.task, "train")]
+    return train(model, train_set, training_config(cfg, seed=seed),
                  collate_fn=collate, step_fn=step, name=name)
 
 
@@ -151,6 +161,9 @@ def evaluate_arm(arm: Arm, model: GemmaEncoderModel, tokenizer: PreTrainedTokeni
     """Test metrics with padding on the arm's evaluation side: accuracy (classification), Pearson/Spearman
     (regression), MRR@10 of re-ranking groups (ranking), MRR@10 / R@1 over all test articles (retrieval)."""
     collate = EncoderCollator(tokenizer.pad_token_id, arm.eval_padding_side or arm.padding_side)
+    if arm.task == "regress":
+        test = sets["position_test"]
+        return regression_metrics(predict(model, test, collate), test["labels"])
     if arm.task == "retrieve":
         test = sets["retrieval_test"]
         return retrieval_metrics(predict(model, test, collate, prefix="q_"), predict(model, test, collate, prefix="p_"))
@@ -245,6 +258,9 @@ def claims(cfg: GemmaEncoderRunConfig, results: dict[str, dict[str, float]]) -> 
         Claim(id="bidir_mean_beats_causal_mean", metric=m, better="higher", baseline="causal|mean",
               method="bidirectional|mean", asserted=False,
               text="Bidirectional attention beats causal attention (mean pooling)"),
+        Claim(id="bidir_mean_beats_causal_mean_regression", metric="pearson", better="higher",
+              baseline="regression|causal|mean", method="regression|bidirectional|mean", asserted=False,
+              text="Bidirectional attention beats causal attention on regression (sentence position, mean pooling)"),
         Claim(id="dropout_helps", metric=m, better="higher", baseline="bidirectional|mean",
               method="bidirectional|mean|p0.1", asserted=False,
               text="Dropout 0.1 during fine-tuning beats no dropout (bidirectional, mean pooling)"),

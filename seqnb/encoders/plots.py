@@ -110,12 +110,12 @@ def plot_variants(per_seed: Mapping[str, Sequence[float]], labels: Mapping[str, 
     means, spread = _stats(per_seed, names)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.4))
     ax.barh(range(len(names)), means, xerr=spread, capsize=3, color="tab:blue")
-    for i, m in enumerate(means):
-        ax.annotate(f"{m:.3f}", (m, i), xytext=(6, -3), textcoords="offset points", fontsize=8)
+    for i, m in enumerate(means):  # the value just right of the whisker
+        ax.annotate(f"{m:.3f}", (m + spread[1, i], i), xytext=(6, -3), textcoords="offset points", fontsize=8)
     ax.set_yticks(range(len(names)), [labels[n] for n in names])
     ax.invert_yaxis()
     ax.set_xlabel(metric)
-    ax.set_xlim(0, min(1.0, means.max() * 1.25 + 0.02))
+    ax.set_xlim(0, min(1.0, (means + spread[1]).max() * 1.25 + 0.02))
     ax.set_title(title)
     fig.tight_layout()
     return fig

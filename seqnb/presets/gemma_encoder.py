@@ -19,6 +19,7 @@ class GemmaEncoderRunConfig(RunConfig):
     model_name: str = "scratch"  # "scratch": a tiny Gemma 3 pretrained here; else a hub id or local folder
     seeds: tuple[int, ...] = (0,)  # every arm is fine-tuned once per seed
     full_grid: bool = False  # add last_k1 / attn_query / attn_kv / first_k4 and the padding-mismatch arms
+    regression: bool = False  # the sentence-position regression arms (BBC only)
     retrieval: bool = False  # the title → article bi-encoder arms (BBC only)
     real_backbone: bool = False  # also probe the masks of Gemma 3 270M from the offline PyPI package
     pooling_grid: tuple[str, ...] = ("first_k1", "mean")
@@ -48,7 +49,7 @@ register_notebook(
         config_cls=GemmaEncoderRunConfig,
         presets={
             "tiny": dict(
-                task="bbc", seeds=(0, 1), retrieval=True, max_len=64,
+                task="bbc", seeds=(0, 1), regression=True, retrieval=True, max_len=64,
                 max_steps=100, batch_size=32, lr=3e-3, weight_decay=0.01, warmup_steps=10,
                 log_every=10, eval_every=100, ckpt_every=100,
             ),
