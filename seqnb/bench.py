@@ -264,8 +264,8 @@ every ratio below in one run on one machine and rewrites this file from every `r
   data, batch, sequence length, precision, optimizer (fused AdamW, cosine schedule, clipping at 1.0) and steps;
   tokens/s from the median step after the warm-up steps; the two alternate twice and each keeps its better run.
 * **Methods**: mean seconds per optimizer step (periodic work such as rollouts included) of each paper method that
-  has landed against the SFT step on the same model and batch size. The arithmetic minimum is the number of padded tokens the method pushes through
-  forward+backward passes per step, relative to the SFT batch.
+  has landed against the SFT step on the same model and batch size. The arithmetic minimum is the number of
+  padded tokens the method pushes through forward+backward passes per step, relative to the SFT batch.
 * **Generation**: batched greedy decoding with and without the KV cache.
 """
 
