@@ -131,10 +131,48 @@ def _peak_memory_gib() -> float | None:
 
 def method_overheads(*, steps: int, warmup: int, pretrain_steps: int, device: str) -> list[dict]:
     """Seconds per optimizer step of each implemented paper method against teacher forcing (SFT) on the same
-    model, batch size and data, from the same briefly pretrained weights (the tiny SequenceMatch setting).
+    model, batch size and data, next to the method's arithmetic minimum."""
+    return (_sequencematch_overheads(steps=steps, warmup=warmup, pretrain_steps=pretrain_steps, device=device)
+            + _self_generated_overheads(epochs=3, device=device, quick=steps <= 10))
 
-    The arithmetic minimum counts padded tokens through forward+backward passes, relative to the SFT batch
-    (measured on the same batches): compute scales with tokens at these lengths."""
+
+def _self_generated_overheads(*, epochs: int, device: str, quick: bool) -> list[dict]:
+    """Notebook 04's arms on the tiny sorting task, timed after the teacher-forced first epoch (where the arms
+    start to differ), with the offline generation rounds of BASH/RAC inside the window."""
+    from .methods import self_generated_experiment as sg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = resolve_config("04_self_generated_tokens", output_dir=tmp, device=device, num_threads=0,
+                              **(dict(n_train=256, n_eval=64) if quick else {}))
+        epoch = sg.steps_per_epoch(base, base.n_train)
+        cfg = replace(base, max_steps=epochs * epoch, eval_every=epochs * epoch, ckpt_every=epochs * epoch,
+                      log_every=epoch)
+        init, _ = sg.build_model(cfg, cfg.seed)
+        task = sg.build_task(cfg)
+        per_step = {}
+        for arm in ("tf", "ss", "bash", "rac"):
+            clock = _Clock(epoch)
+            sg.run_arm(arm, replace(cfg, output_dir=str(Path(tmp) / arm)), task, init,
+                       callbacks=[lambda s, m: clock.tick(s)])
+            per_step[arm] = clock.mean
+    gen = f"offline greedy generation of the {cfg.n_train}-answer pool every {cfg.gen_every_epochs:g} epochs"
+    return [
+        {"method": f"{name} (04)", "s_per_step": per_step[arm], "ratio_to_sft": per_step[arm] / per_step["tf"],
+         "arithmetic_minimum": minimum, "note": note}
+        for arm, name, minimum, note in [
+            ("ss", "scheduled sampling, two-pass", 4 / 3,
+             "one extra forward pass without gradient (about a third of a forward+backward step)"),
+            ("bash", "batch-scheduled sampling (BASH)", 1.0, f"one forward+backward pass; plus {gen} (not in the minimum)"),
+            ("rac", "reference-answer correction (RAC)", 1.0, f"one forward+backward pass; plus {gen} (not in the minimum)"),
+            ("tf", "teacher forcing", 1.0, "the baseline of this block"),
+        ]
+    ]
+
+
+def _sequencematch_overheads(*, steps: int, warmup: int, pretrain_steps: int, device: str) -> list[dict]:
+    """Notebook 03's arms from the same briefly pretrained weights (the tiny SequenceMatch setting); the arithmetic
+    minimum counts padded tokens through forward+backward passes relative to the SFT batch (measured on the same
+    batches): compute scales with tokens at these lengths."""
     from .methods import sequencematch_experiment as sm
     from .methods.backspace import collate_actions
 

@@ -19,6 +19,8 @@ def test_quick_benchmark_runs_and_writes_a_table(tmp_path, capsys):
     assert methods["BC + backspace augmentation (03)"]["arithmetic_minimum"] > 1.0  # longer sequences
     sm = methods["SequenceMatch (03)"]["arithmetic_minimum"]
     assert sm > methods["BC + backspace augmentation (03)"]["arithmetic_minimum"]  # plus a rollout batch
+    assert methods["scheduled sampling, two-pass (04)"]["arithmetic_minimum"] == 4 / 3
+    assert {"batch-scheduled sampling (BASH) (04)", "reference-answer correction (RAC) (04)"} <= set(methods)
     assert results["generation"]["tokens_per_s_cache"] > 0
     assert table(results) in capsys.readouterr().out
 

@@ -145,9 +145,9 @@ def make_step(arm: str, cfg: SelfGeneratedConfig, task: TaskData) -> SelfGenStep
                        rac_alignment=cfg.rac_alignment, w_corr=cfg.w_corr, pad_id=task.pad)
 
 
-def run_arm(arm: str, cfg: SelfGeneratedConfig, task: TaskData, init_model, embed=None) -> ArmRun:
+def run_arm(arm: str, cfg: SelfGeneratedConfig, task: TaskData, init_model, embed=None, callbacks=()) -> ArmRun:
     """Train one arm from a copy of `init_model` for cfg.max_steps (same data order for every arm), measuring
-    the exposure-bias curves on the fixed evaluation set every cfg.eval_every steps."""
+    the exposure-bias curves on the fixed evaluation set every cfg.eval_every steps (`callbacks` go to `train`)."""
     model = copy.deepcopy(init_model)
     step = make_step(arm, cfg, task)
     name = f"{arm}_seed{cfg.seed}"
@@ -164,7 +164,7 @@ def run_arm(arm: str, cfg: SelfGeneratedConfig, task: TaskData, init_model, embe
 
     data = Dataset.from_list(task.train_rows)
     res = train(model, data, cfg, collate_fn=partial(collate, pad_id=task.pad), step_fn=step, evaluate=evaluate,
-                name=name, callbacks=[step.set_step])
+                name=name, callbacks=[step.set_step, *callbacks])
     final = final_metrics(res.model, cfg, task, embed)
     evals = [r for r in res.history.records if r["split"] == "eval"]
     for k in COST:  # from the history, so a reloaded run reports the cost of the run that trained it
