@@ -1,5 +1,6 @@
 # make run   : set up .venv and execute every notebook at the tiny preset into runs/
-# make test  : set up .venv, run the unit tests, then execute every notebook with nbmake
+# make test  : set up .venv, run the unit tests, execute every notebook with nbmake, then the browser suite
+#              (every notebook in JupyterLab in Chromium: pytest -m browser, tests/browser)
 # make lab   : set up .venv (with JupyterLab) and open the notebooks
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,20 +20,25 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build where it lies on local disk; pins the version elsewhere
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,lab]"
 	touch $@
 
 run: setup
 	$(VENV)/bin/seqnb run all
 
+# The browser suite reuses the finished tiny runs nbmake just made ($SEQNB_RUNS): it copies them into its own
+# temporary folder, so only 00_quickstart trains twice; every notebook still runs all its cells in the browser.
 test: setup
-	$(PY) -m pytest tests -q --durations=5
-	SEQNB_RUNS=$$(mktemp -d) SEQNB_PRESET=tiny $(PY) -m pytest --nbmake notebooks --nbmake-kernel=python3 \
-		--nbmake-timeout=900 -q --durations=10 -p no:cacheprovider
+	$(PY) -m pytest tests -q -m "not browser" --durations=5
+	runs=$$(mktemp -d); \
+	SEQNB_RUNS=$$runs SEQNB_PRESET=tiny $(PY) -m pytest --nbmake notebooks --nbmake-kernel=python3 \
+		--nbmake-timeout=900 -q --durations=10 -p no:cacheprovider \
+	&& SEQNB_RUNS=$$runs $(PY) -m pytest tests/browser -m browser -q --durations=10 -p no:cacheprovider; \
+	status=$$?; rm -rf $$runs; exit $$status
 
+# MPLBACKEND=Agg (above) is for headless runs; unset it so the kernel draws figures inline
 lab: setup
-	$(PY) -m pip install -q -e ".[dev,lab]"
-	$(VENV)/bin/jupyter lab notebooks/00_quickstart.ipynb
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab notebooks/00_quickstart.ipynb
 
 clean:
 	rm -rf runs $(VENV)
