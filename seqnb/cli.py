@@ -27,11 +27,14 @@ def notebook_paths() -> dict[str, Path]:
 
 
 def parse_value(text: str):
-    """A `-p` value as Python would read it (1, 0.5, True, None, 'x'); anything else stays a string."""
+    """A `-p` value as Python would read it (1, 0.5, True, None, 'x', (1, 2)); anything else stays a string.
+    Tuples become lists: papermill writes a tuple into the notebook as its string, a list as a list (the config
+    turns it back into a tuple)."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    return list(value) if isinstance(value, tuple) else value
 
 
 def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root: Path | None = None) -> Path:

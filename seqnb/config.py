@@ -117,6 +117,10 @@ def resolve_config(notebook: str, preset: str = "tiny", **params: Any) -> RunCon
             unknown[0], f"not a parameter of {notebook}", f"use one of {sorted(names - {'notebook', 'preset'})}"
         )
     values = {**spec.presets[preset], **{k: v for k, v in params.items() if v is not None}}
+    hints = typing.get_type_hints(spec.config_cls)
+    for k, v in values.items():  # a list where the config holds a tuple (from papermill or JSON): keep it frozen
+        if isinstance(v, list) and typing.get_origin(hints.get(k)) is tuple:
+            values[k] = tuple(v)
     values.update(notebook=notebook, preset=preset)
     if not values.get("output_dir"):
         values["output_dir"] = str(default_output_dir(notebook, preset, values.get("seed", 0)))

@@ -66,12 +66,12 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
 
 
-def chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF (sacrebleu defaults, 0-100)."""
+def chrf(predictions: Sequence[str], references: Sequence[str], word_order: int = 0) -> float:
+    """Corpus chrF (sacrebleu defaults, 0-100); `word_order=2` gives chrF++."""
     import sacrebleu
 
     _same_length(predictions, references)
-    return sacrebleu.corpus_chrf(list(predictions), [list(references)]).score
+    return sacrebleu.corpus_chrf(list(predictions), [list(references)], word_order=word_order).score
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

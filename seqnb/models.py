@@ -30,14 +30,19 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict:
 
 
 def build_decoder(
-    tokenizer: PreTrainedTokenizerBase, *, n_layer: int, d_model: int, n_head: int, max_len: int, dropout: float = 0.0
+    tokenizer: PreTrainedTokenizerBase, *, n_layer: int, d_model: int, n_head: int, max_len: int, dropout: float = 0.0,
+    init_std: float = 0.02,
 ) -> PreTrainedModel:
-    """A GPT-2-style decoder (pre-LayerNorm, learned positions) with fresh weights, sized for `tokenizer`."""
+    """A GPT-2-style decoder (pre-LayerNorm, learned positions) with fresh weights, sized for `tokenizer`.
+
+    `init_std` is the weights' initial standard deviation (GPT-2's 0.02 by default); very narrow models can sit
+    on a long plateau at 0.02, where a wider start (about 1/sqrt(d_model)) breaks the symmetry of attention."""
     if d_model % n_head:
         raise ValueError(f"parameter 'd_model' ({d_model}) must be divisible by 'n_head' ({n_head})")
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=max_len, n_embd=d_model, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, **_special_ids(tokenizer),
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, initializer_range=init_std,
+        **_special_ids(tokenizer),
     )
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     model.loss_type = "ForCausalLM"  # GPT-2 configs name no loss type; say it rather than be warned

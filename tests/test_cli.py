@@ -7,6 +7,7 @@ from seqnb.cli import main, parse_value
 
 def test_parse_value():
     assert [parse_value(v) for v in ("3", "0.5", "True", "None", "gpt2", "'x'")] == [3, 0.5, True, None, "gpt2", "x"]
+    assert parse_value("(1, 2)") == [1, 2] and parse_value("()") == []  # lists survive papermill, tuples do not
 
 
 def test_list_shows_notebooks_and_presets(capsys):

@@ -64,3 +64,9 @@ def test_fingerprint_ignores_where_but_not_what(tmp_path):
     b = resolve_config("00_quickstart", output_dir=str(tmp_path / "b"), resume=False)
     c = resolve_config("00_quickstart", output_dir=str(tmp_path / "a"), lr=0.5)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_a_list_for_a_tuple_field_becomes_a_tuple(tmp_path):
+    cfg = resolve_config("01_warmup_generations", output_dir=str(tmp_path), n_sweep=[1, 2], probe_steps=[0, 5])
+    assert cfg.n_sweep == (1, 2) and cfg.probe_steps == (0, 5)
+    hash(cfg)  # still frozen and hashable

@@ -37,7 +37,7 @@ def test_write_metrics_has_the_contract_shape(tmp_path):
     assert written["holds"] is True and written["asserted"] is False and written["paper"]["method"] == 0.6
     assert set(written) >= {"id", "text", "metric", "better", "baseline", "method", "paper"}
     table = claims_table(load_metrics(tmp_path))
-    assert table.loc[0, "holds here"] and table.loc[0, "ours method (sm)"] == 0.56
+    assert table.loc[0, "holds here"] and table.loc[0, "method"] == "sm" and table.loc[0, "ours method"] == 0.56
     assert results_table(doc).loc["sm", "ppl"] == 12.0
 
 

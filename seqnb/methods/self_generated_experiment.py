@@ -22,13 +22,14 @@ from datasets import Dataset
 
 from ..models import build_decoder, load_pretrained
 from ..presets.self_generated_tokens import SelfGeneratedConfig
+from ..embedders import transformer_embedder
 from ..record import Claim
 from ..tasks import load_hub_dataset, load_task
 from ..tokenizers import char_tokenizer
 from ..train import History, train
 from .self_generated import ARMS, SelfGenStep, collate
 from .self_generated_exposure import (
-    embedding_distance, exposure, greedy_answers, ngram_embedder, normalized_edit_distance, transformer_embedder,
+    embedding_distance, exposure, greedy_answers, ngram_embedder, normalized_edit_distance,
 )
 
 # text tasks: default hub id and config, the train/eval splits, and (prompt, target) from a row
