@@ -3,4 +3,5 @@
 from . import gemma_encoder  # noqa: F401
 from . import quickstart  # noqa: F401
 from . import sequencematch  # noqa: F401
+from . import warmup_generations  # noqa: F401
 from . import self_generated_tokens  # noqa: F401
