@@ -295,6 +295,14 @@ def test_experiment_runs_every_arm_records_probes_and_resumes(tmp_path):
     assert again.runs["warmup"].probe.records == probe.records
     assert "train_s" not in again.results["warmup"]
     assert again.results["warmup"]["em"] == res["warmup"]["em"]
+    # draws whose K warmups differ, and the view: every tied top weight is highlighted, a lower one is not
+    prompts, targets, records = ex.differing_draws(exp, temperature=2.0, n=2, pool=12)
+    assert 1 <= len(prompts) == len(records) <= 2  # a barely trained model at T = 2: its samples differ
+    assert all(len({tuple(c) for c in r["warmups"]}) > 1 for r in records)
+    rec = {"warmups": [prompts[0][1:3]] * 3, "answers": [targets[0]] * 3, "a": [-1.0] * 3, "b": [-1.0, -1.0, -9.0],
+           "w": [0.5, 0.5, 0.0]}
+    page = viz.records_html(exp, "t", prompts[:1], targets[:1], [rec])
+    assert page.count("background:#e6f4e6") == 2
 
 
 def test_format_table_marks_what_is_trained(tok):

@@ -296,10 +296,33 @@ def evaluate(model, arm: str, test: Dataset, setup: Setup, cfg: WarmupConfig, *,
     return metrics, out, swapped
 
 
+@torch.no_grad()
+def draw_warmups(model, prompts: list[list[int]], targets: list[list[int]], setup: Setup, cfg: WarmupConfig, k: int,
+                 temperature: float, generator: torch.Generator) -> list[dict]:
+    """Per input: K warmups sampled from x at `temperature`, their a = log P(c|x), reward b = log P(y|x,c) and
+    weight w, the greedy answer after each warmup, and the greedy warmup and answer."""
+    was = model.training
+    sampler = wg.WarmupStep(setup.fmt, k=k, max_warmup_len=cfg.max_warmup_len, temperature=temperature,
+                            generator=generator)
+    drawn = sampler.sample(model, prompts)
+    repeated = [p for p in prompts for _ in range(k)]
+    after = answer(model, "warmup", repeated, setup, cfg, warmups=drawn.warmups)
+    rows = [wg.assemble(setup.fmt, prompts[j // k], c, targets[j // k]) for j, c in enumerate(drawn.warmups)]
+    model.eval()
+    a, b, _ = wg.score(model, setup.fmt, rows)
+    w = wg.warmup_objective(a, b, k, beta=cfg.weight_temperature).weights
+    greedy = answer(model, "warmup", prompts, setup, cfg)
+    model.train(was)
+    group = [slice(i * k, (i + 1) * k) for i in range(len(prompts))]
+    return [{"warmups": drawn.warmups[group[i]], "answers": after.answers[group[i]],
+             "a": a.view(-1, k)[i].tolist(), "b": b.view(-1, k)[i].tolist(), "w": w[i].tolist(),
+             "greedy_warmup": greedy.warmups[i], "greedy_answer": greedy.answers[i]} for i in range(len(prompts))]
+
+
 class Probe:
-    """The K warmups sampled for a few fixed inputs at chosen steps of training: their a, b and weights, and the
-    greedy answer after each of them (its own seeded generator, so recording never changes the training stream).
-    Records are kept in `path` (JSON) so that a resumed or reloaded run still has them."""
+    """The K warmups sampled (at the training temperature) for a few fixed inputs at chosen steps of training:
+    `draw_warmups` with its own seeded generator, so recording never changes the training stream. Records are kept
+    in `path` (JSON) so that a resumed or reloaded run still has them."""
 
     def __init__(self, prompts: list[list[int]], targets: list[list[int]], setup: Setup, cfg: WarmupConfig, k: int,
                  steps, path: Path):
@@ -309,28 +332,9 @@ class Probe:
         if path.exists():
             self.records = {int(s): r for s, r in json.loads(path.read_text()).items()}
 
-    @torch.no_grad()
     def record(self, step: int, model) -> None:
-        was = model.training
-        gen = torch.Generator().manual_seed(PROBE_SEED)
-        ws = wg.WarmupStep(self.setup.fmt, k=self.k, max_warmup_len=self.cfg.max_warmup_len,
-                           temperature=self.cfg.warmup_temperature, generator=gen)
-        drawn = ws.sample(model, self.prompts)
-        repeated = [p for p in self.prompts for _ in range(self.k)]
-        after = answer(model, "warmup", repeated, self.setup, self.cfg, warmups=drawn.warmups)
-        rows = [wg.assemble(self.setup.fmt, self.prompts[j // self.k], c, self.targets[j // self.k])
-                for j, c in enumerate(drawn.warmups)]
-        model.eval()
-        a, b, _ = wg.score(model, self.setup.fmt, rows)
-        w = wg.warmup_objective(a, b, self.k, beta=self.cfg.weight_temperature).weights
-        greedy = answer(model, "warmup", self.prompts, self.setup, self.cfg)
-        model.train(was)
-        group = [slice(i * self.k, (i + 1) * self.k) for i in range(len(self.prompts))]
-        self.records[step] = [
-            {"warmups": drawn.warmups[group[i]], "answers": after.answers[group[i]],
-             "a": a.view(-1, self.k)[i].tolist(), "b": b.view(-1, self.k)[i].tolist(), "w": w[i].tolist(),
-             "greedy_warmup": greedy.warmups[i], "greedy_answer": greedy.answers[i]}
-            for i in range(len(self.prompts))]
+        self.records[step] = draw_warmups(model, self.prompts, self.targets, self.setup, self.cfg, self.k,
+                                          self.cfg.warmup_temperature, torch.Generator().manual_seed(PROBE_SEED))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.records))
 
@@ -477,6 +481,19 @@ def selection_vs_greedy(exp: Experiment, n: int) -> dict[str, dict[str, float]]:
     greedy = answer(model, "warmup", prompts, exp.setup, cfg)
     return {"greedy warmup, greedy answer": task_metrics(greedy.answers, targets, exp.setup, cfg),
             f"best of {cfg.n_warmups} by joint score": task_metrics(picked.answers, targets, exp.setup, cfg)}
+
+
+def differing_draws(exp: Experiment, temperature: float, n: int = 2, pool: int = 200, arm: str = "warmup"):
+    """The first `n` of the first `pool` test inputs whose K warmups, sampled at `temperature` from the trained
+    `arm` model, are not all the same: (prompts, targets, records of `draw_warmups`), to show what the weights do
+    when the samples differ."""
+    run, setup = exp.runs[arm], exp.setup
+    sub = exp.data["test"].select(range(min(pool, len(exp.data["test"]))))
+    prompts, targets = setup.prompt_ids(sub["prompt"]), setup.target_ids(sub["target"])
+    records = draw_warmups(run.model, prompts, targets, setup, exp.cfg, run.k, temperature,
+                           torch.Generator().manual_seed(PROBE_SEED))
+    keep = [i for i, r in enumerate(records) if len({tuple(c) for c in r["warmups"]}) > 1][:n]
+    return [prompts[i] for i in keep], [targets[i] for i in keep], [records[i] for i in keep]
 
 
 def claims(cfg: WarmupConfig) -> list[Claim]:

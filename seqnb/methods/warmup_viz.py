@@ -40,27 +40,33 @@ def _tokens_html(exp: Experiment, prompt: list[int], warmup: list[int]) -> str:
     return "<code>" + "".join(cells) + "</code>"
 
 
-def warmups_html(exp: Experiment, step: int, examples=None, arm: str = "warmup") -> str:
-    """For each probe input at a recorded training step: its K sampled warmups with a = log P(c|x), the reward
-    b = log P(y|x,c), the weight w = softmax(b/beta), and the greedy answer after that warmup; the warmup with the
-    largest weight (the one the update leans on most) is highlighted."""
-    probe = exp.runs[arm].probe
-    records = probe.records[step]
+def records_html(exp: Experiment, title: str, prompts, targets, records) -> str:
+    """Per input: its K sampled warmups with a = log P(c|x), the reward b = log P(y|x,c), the weight
+    w = softmax(b/beta), and the greedy answer after that warmup; the warmups with the largest weight (those the
+    update leans on most; all of them when the weights tie) are highlighted."""
     rows = []
-    for i in examples if examples is not None else range(len(records)):
-        rec, prompt, target = records[i], probe.prompts[i], probe.targets[i]
-        best = int(np.argmax(rec["w"]))
+    for prompt, target, rec in zip(prompts, targets, records):
+        top = max(rec["w"])
         rows.append(f"<tr style='border-top:2px solid #888'><td colspan=5>x = "
-                    f"<code>{html.escape(exp.setup.text(prompt))}</code> &nbsp; y = <code>{html.escape(exp.setup.text(target))}</code></td></tr>")
-        for j, (c, y) in enumerate(zip(rec["warmups"], rec["answers"])):
-            style = " style='background:#e6f4e6;font-weight:bold'" if j == best else ""
+                    f"<code>{html.escape(exp.setup.text(prompt))}</code> &nbsp; "
+                    f"y = <code>{html.escape(exp.setup.text(target))}</code></td></tr>")
+        for c, y, a, b, w in zip(rec["warmups"], rec["answers"], rec["a"], rec["b"], rec["w"]):
+            style = " style='background:#e6f4e6;font-weight:bold'" if w >= top - 1e-6 else ""
             mark = "✓" if y == target else "✗"
-            rows.append(f"<tr{style}><td>{_tokens_html(exp, prompt, c)}</td><td>{rec['a'][j]:.2f}</td>"
-                        f"<td>{rec['b'][j]:.2f}</td><td>{rec['w'][j]:.2f}</td>"
-                        f"<td><code>{html.escape(exp.setup.text(y))}</code> {mark}</td></tr>")
+            rows.append(f"<tr{style}><td>{_tokens_html(exp, prompt, c)}</td><td>{a:.2f}</td><td>{b:.2f}</td>"
+                        f"<td>{w:.2f}</td><td><code>{html.escape(exp.setup.text(y))}</code> {mark}</td></tr>")
     head = ("<tr><th>warmup c_k</th><th>a = log P(c|x)</th><th>reward b = log P(y|x,c)</th><th>weight w</th>"
             "<th>answer after c_k</th></tr>")
-    return f"<p><b>step {step}</b></p><table>{head}{''.join(rows)}</table>"
+    return f"<p><b>{html.escape(title)}</b></p><table>{head}{''.join(rows)}</table>"
+
+
+def warmups_html(exp: Experiment, step: int, examples=None, arm: str = "warmup") -> str:
+    """`records_html` of the probe inputs (all, or the indices `examples`) at a recorded training step."""
+    probe = exp.runs[arm].probe
+    records = probe.records[step]
+    pick = list(examples) if examples is not None else range(len(records))
+    return records_html(exp, f"step {step}", [probe.prompts[i] for i in pick], [probe.targets[i] for i in pick],
+                        [records[i] for i in pick])
 
 
 def plot_learning_curves(exp: Experiment) -> Figure:

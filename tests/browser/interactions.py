@@ -75,6 +75,58 @@ def quickstart(lab: LabPage, runs: Path) -> list[str]:
     return found
 
 
+# ------------------------------------------------------------------------------------- 01_warmup_generations
+
+
+def warmup_generations(lab: LabPage, runs: Path) -> list[str]:
+    """WarmupExplorer: pick the first recorded training step, then another input; the table must follow both."""
+    box = lab.page.locator(".jp-OutputArea-output .widget-vbox").filter(
+        has=lab.page.locator(".widget-toggle-buttons")).last
+    box.wait_for(timeout=30000)
+    view = lambda: html_text(box.locator(".widget-html-content"))  # noqa: E731
+    found = []
+    before = view()
+    first_step = box.locator(".widget-toggle-buttons button").first
+    label = first_step.inner_text().strip()
+    first_step.click()
+    early = lab.wait_change(view, before, timeout=30)
+    if early == before or f"step {label}" not in early:
+        found.append(f"choosing step {label} did not show that step's warmups: {early[:200]!r}")
+    select = box.locator("select").first
+    other = select.locator("option").nth(1).inner_text().strip()
+    select.select_option(index=1)
+    moved = lab.wait_change(view, early, timeout=30)
+    if moved == early or f"x = {other}" not in moved:
+        found.append(f"choosing input {other} did not show its warmups: {moved[:200]!r}")
+    lab.screenshot("01_warmup_generations", box)
+    return found
+
+
+# -------------------------------------------------------------------------------------- 02_end_to_end_planner
+
+
+def end_to_end_planner(lab: LabPage, runs: Path) -> list[str]:
+    """PlannerExplorer: force an action, then another one; the forced continuation must change with it."""
+    box = lab.widget_with_button("Continue")
+    view = lambda: html_text(box.locator(".widget-html-content"))  # noqa: E731
+    action = box.locator("select").nth(1)
+    found = []
+    before = view()
+    shown = {}
+    for index in (1, 2):
+        name = action.locator("option").nth(index).inner_text().split(":")[0].strip()
+        action.select_option(index=index)
+        shown[name] = lab.wait_change(view, before, timeout=30)
+        if f"forced: {name}" not in shown[name]:
+            found.append(f"forcing action {name} did not show a continuation under it: {shown[name][:200]!r}")
+        before = shown[name]
+    first, second = shown.values()
+    if first == second:
+        found.append("forcing two different actions showed the same view")
+    lab.screenshot("02_end_to_end_planner", box)
+    return found
+
+
 # -------------------------------------------------------------------------------------------- 03_sequencematch
 
 
@@ -197,6 +249,8 @@ def poke_widgets(lab: LabPage, runs: Path, timeout: float = 30) -> list[str]:
 
 INTERACTIONS = {
     "00_quickstart": quickstart,
+    "01_warmup_generations": warmup_generations,
+    "02_end_to_end_planner": end_to_end_planner,
     "03_sequencematch": sequencematch,
     "04_self_generated_tokens": self_generated_tokens,
     "05_gemma_encoder": gemma_encoder,
