@@ -17,7 +17,10 @@ from .warmup_experiment import Experiment, Setup, primary_metric, running_sum_id
 
 NAMES = {"sft": "SFT", "warmup": "Warmup", "pause": "pause control", "oracle": "oracle scratchpad",
          "warmup_swap": "Warmup, swapped warmups", "stage0": "stage 0 (before fine-tuning)"}
-COLORS = {"sft": "tab:gray", "warmup": "tab:green", "pause": "tab:orange", "oracle": "tab:purple"}
+COLORS = {"sft": "tab:gray", "warmup": "tab:green", "warmup_k1": "tab:olive", "warmup_k2": "tab:cyan",
+          "pause": "tab:orange", "oracle": "tab:purple", "warmup_swap": "tab:red", "stage0": "tab:brown"}
+# identical curves (several arms at 1.0) stay visible: the oracle dashed and thin, the Warmup arms thick
+LINES = {"oracle": dict(ls="--", lw=1.0, zorder=3), "warmup": dict(lw=3.0, zorder=2)}
 
 
 def name(arm: str, exp: Experiment | None = None) -> str:
@@ -82,13 +85,16 @@ def plot_learning_curves(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4.2 * (1 + len(keys)), 3.4))
     for arm, run in exp.runs.items():
         steps, values = run.history.series(metric, "eval")
-        axes[0].plot([0, *steps], [run.start[metric], *values], marker=".", label=name(arm, exp),
-                     color=COLORS.get(arm))
+        style = dict(color=COLORS.get(arm), **LINES.get(arm, {}))
+        axes[0].plot([0, *steps], [run.start[metric], *values], marker=".", label=name(arm, exp), **style)
         for ax, (key, title) in zip(axes[1:], keys):
             s, v = run.history.series(key, "train")
-            if s:
-                ax.plot(s, v, label=name(arm, exp), color=COLORS.get(arm))
+            if s and not (key == "weight_entropy" and run.k == 1):  # one warmup: no weights to spread
+                ax.plot(s, v, label=name(arm, exp), **style)
                 ax.set(title=title, xlabel="stage-1 step")
+    for ax, (key, _) in zip(axes[1:], keys):
+        if key in ("sample_consistency", "weight_entropy"):  # shares: a flat 1.0 shows as the top of the scale
+            ax.set_ylim(-0.03, 1.05)
     axes[0].set(title=f"{metric} on held-out inputs", xlabel="stage-1 step", ylabel=metric)
     axes[0].legend(fontsize=8)
     axes[-1].legend(fontsize=8)
