@@ -93,6 +93,17 @@ def write_metrics(
     return path
 
 
+def measured_once(path: Path, values: dict[str, float] | None) -> dict[str, float]:
+    """What a reload cannot measure again (a training run's wall time, its token count): written to `path` when the
+    run trained from step 0 (`values`), read back when it was reloaded (`values=None`); {} when never recorded
+    (a run resumed midway)."""
+    if values is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+        return values
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def load_metrics(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     return json.loads((path / METRICS_FILE if path.is_dir() else path).read_text())

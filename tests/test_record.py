@@ -46,3 +46,12 @@ def test_non_numbers_are_refused(tmp_path):
     for bad in (math.nan, "0.5", None):
         with pytest.raises(ValueError, match="finite number"):
             write_metrics(cfg, runtime_s=1, results={"a": {"acc": bad}}, device="cpu")
+
+
+def test_measured_once_keeps_what_a_reload_cannot_measure(tmp_path):
+    from seqnb.record import measured_once
+
+    path = tmp_path / "costs" / "arm.json"
+    assert measured_once(path, None) == {}  # never trained whole: nothing to report
+    assert measured_once(path, {"train_s": 1.5, "train_tokens": 10}) == {"train_s": 1.5, "train_tokens": 10}
+    assert measured_once(path, None) == {"train_s": 1.5, "train_tokens": 10}  # a reload reads it back

@@ -30,7 +30,7 @@ from datasets import Dataset
 from ..embedders import transformer_embedder
 from ..models import build_decoder, count_parameters, load_pretrained
 from ..presets.end_to_end_planner import ARMS, PlannerConfig
-from ..record import Claim
+from ..record import Claim, measured_once
 from ..tasks import load_hub_dataset
 from ..tasks.plan_corpus import plan_corpus
 from ..tokenizers import word_tokenizer
@@ -205,7 +205,7 @@ class ArmRun:
     model: ActionConditionedLM
     history: History
     rows: dict[str, dict]  # result row -> metrics
-    wall_s: float | None  # None when reloaded from a checkpoint
+    wall_s: float | None  # as measured when the arm trained (None: resumed midway)
 
 
 def arm_names(cfg: PlannerConfig) -> list[str]:
@@ -228,7 +228,7 @@ def arm_spec(arm: str) -> tuple[str, dict[str, str], bool, float]:
 def run_arm(arm: str, cfg: PlannerConfig, data: PlanData, base: ActionConditionedLM, seed: int) -> ArmRun:
     """Stage 1 for one arm from a copy of `base`; evaluated with predicted actions (and oracle ones). Every arm
     trains the adapters and codebook (plus the planner end to end); `plain_continue` trains the base LM instead.
-    `wall_s` is left out when the arm was reloaded from its checkpoint (no honest timing)."""
+    A reloaded arm reports the `wall_s` measured when it trained (none if it was resumed midway)."""
     interface, evals, e2e, ratio = arm_spec(arm)
     model = copy.deepcopy(base)
     model.interface, model.mix_ratio = interface, ratio
@@ -244,7 +244,8 @@ def run_arm(arm: str, cfg: PlannerConfig, data: PlanData, base: ActionConditione
     res = train(model, data.rows["train"], replace(cfg, seed=seed), collate_fn=_collate(data), step_fn=lm_step,
                 param_groups=groups, evaluate=None if plain else lambda m: planner_metrics(m.planner, test[0]),
                 name=f"{arm}_seed{seed}", callbacks=[schedule] if schedule else ())
-    wall = {"wall_s": time.perf_counter() - t0} if res.resumed_from == 0 else {}
+    wall = measured_once(cfg.run_dir / "costs" / f"{arm}_seed{seed}.json",
+                         {"wall_s": time.perf_counter() - t0} if res.resumed_from == 0 else None)
     model = res.model
     trainable = count_parameters(model, trainable_only=True)
     plan = {} if plain else planner_metrics(model.planner, test[0])

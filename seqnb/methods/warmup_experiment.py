@@ -31,7 +31,7 @@ from ..collate import PadCollator
 from ..metrics import bleu, chrf, exact_match, rouge
 from ..models import add_special_tokens, build_decoder, build_encoder_decoder, load_pretrained
 from ..presets.warmup_generations import WarmupConfig
-from ..record import Claim
+from ..record import Claim, measured_once
 from ..tasks import load_hub_dataset
 from ..tokenizers import char_tokenizer
 from ..train import History, TrainResult, run_eval, sft_step, train
@@ -347,7 +347,7 @@ class Probe:
 class ArmRun:
     model: torch.nn.Module
     history: History
-    seconds: float | None  # None when the run was reloaded from a checkpoint (no honest timing)
+    seconds: float | None  # as measured when the arm trained (None: resumed midway, never measured whole)
     train_tokens: int | None
     k: int | None = None  # the number of warmups (Warmup arms)
     probe: Probe | None = None
@@ -377,9 +377,11 @@ def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: WarmupConfig
     t0 = time.time()
     run = train(model, pair_rows(data["train"], setup), cfg, collate_fn=wg.collate_pairs, step_fn=step,
                 evaluate=curve_eval, name=arm, callbacks=callbacks)
-    fresh = run.resumed_from == 0
-    return ArmRun(run.model, run.history, time.time() - t0 if fresh else None,
-                  step.cost.tokens if fresh else None, getattr(step, "k", None), probe, start)
+    cost = measured_once(cfg.run_dir / "costs" / f"{arm}.json",
+                         {"train_s": time.time() - t0, "train_tokens": step.cost.tokens}
+                         if run.resumed_from == 0 else None)
+    return ArmRun(run.model, run.history, cost.get("train_s"), cost.get("train_tokens"), getattr(step, "k", None),
+                  probe, start)
 
 
 def arm_plan(cfg: WarmupConfig) -> dict[str, int | None]:
@@ -461,7 +463,7 @@ def run_experiment(cfg: WarmupConfig, prepared: Prepared | None = None) -> Exper
         run = runs[arm] = train_arm(arm, base, data, setup, cfg, k=k)
         metrics, outputs[arm], swap = evaluate(run.model, arm, data["test"], setup, cfg, swap=arm == "warmup")
         cost = {"train_s": run.seconds, "train_tokens": run.train_tokens} if run.seconds is not None else {}
-        finals[arm] = {**metrics, **cost}  # no cost for a run reloaded from its checkpoint
+        finals[arm] = {**metrics, **cost}  # a reloaded arm reports the cost measured when it trained
         if swap is not None:
             swapped = swap
             finals["warmup_swap"] = task_metrics(swap.answers, list(data["test"]["target"]), setup, cfg)
