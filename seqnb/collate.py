@@ -39,13 +39,14 @@ class PadCollator:
     pad_token_id: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        out = {"input_ids": _pad([r["input_ids"] for r in rows], self.pad_token_id)}
-        out["attention_mask"] = (_pad([[1] * len(r["input_ids"]) for r in rows], 0)).long()
+        out = {"input_ids": pad_sequences([r["input_ids"] for r in rows], self.pad_token_id)}
+        out["attention_mask"] = (pad_sequences([[1] * len(r["input_ids"]) for r in rows], 0)).long()
         if "labels" in rows[0]:
-            out["labels"] = _pad([r["labels"] for r in rows], IGNORE_INDEX)
+            out["labels"] = pad_sequences([r["labels"] for r in rows], IGNORE_INDEX)
         return out
 
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+def pad_sequences(seqs: list[list[int]], value: int, device=None) -> torch.Tensor:
+    """Right-pad integer sequences with `value` to the longest one: a (len(seqs), longest) long tensor."""
     width = max(len(s) for s in seqs)
-    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=torch.long, device=device)

@@ -162,7 +162,6 @@ class ActionConditionedLM(nn.Module):
         self.window, self.tau = window, tau
         self.interface, self.mix_ratio = "none", 0.0
         self.generator = torch.Generator().manual_seed(seed)
-        self.last_plan: dict[str, torch.Tensor] = {}
         self.targets = [decoder_blocks(lm)[layer] for layer in self.layers]
         for target in self.targets:
             target.action_cond = None
@@ -174,7 +173,6 @@ class ActionConditionedLM(nn.Module):
         w = interface_weights(logits, self.interface, tau=self.tau, oracle=actions)
         if self.training and self.mix_ratio > 0 and self.interface not in ("oracle", "uniform"):
             w = oracle_mix(w, actions, self.mix_ratio, self.generator)
-        self.last_plan = {"logits": logits.detach(), "weights": w.detach()}
         return w
 
     def attention_mask(self, t: int, device) -> torch.Tensor | None:
@@ -216,11 +214,6 @@ def planner_step(planner: SentencePlanner, batch: dict) -> tuple[torch.Tensor, d
     """Planner pre-training: cross-entropy of the k-means action of every real sentence."""
     logits = planner(batch["sent_emb"])
     loss = F.cross_entropy(logits.flatten(0, 1), batch["actions"].flatten(), ignore_index=-1)
-    return loss, {"loss": loss.detach()}
-
-
-def lm_step(model: ActionConditionedLM, batch: dict) -> tuple[torch.Tensor, dict]:
-    loss = model(**batch).loss
     return loss, {"loss": loss.detach()}
 
 

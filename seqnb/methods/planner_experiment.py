@@ -27,6 +27,7 @@ import torch
 import transformers
 from datasets import Dataset
 
+from ..collate import IGNORE_INDEX, pad_sequences
 from ..embedders import transformer_embedder
 from ..models import build_decoder, count_parameters, load_pretrained
 from ..presets.end_to_end_planner import ARMS, PlannerConfig
@@ -34,9 +35,9 @@ from ..record import Claim, measured_once
 from ..tasks import load_hub_dataset
 from ..tasks.plan_corpus import plan_corpus
 from ..tokenizers import word_tokenizer
-from ..train import History, ParamGroup, train
+from ..train import History, ParamGroup, sft_step, train
 from .planner import (
-    ActionConditionedLM, SentencePlanner, fit_actions, lm_step, mix_ratio_at, planner_metrics, planner_step, score,
+    ActionConditionedLM, SentencePlanner, fit_actions, mix_ratio_at, planner_metrics, planner_step, score,
     set_trainable, split_sentences, tfidf_embedder,
 )
 
@@ -129,21 +130,17 @@ def encode_doc(tokenizer, sentences: list[str], emb: np.ndarray, actions: list[i
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors; labels -100 at padding; actions -1 for missing sentences."""
-    t = max(len(r["input_ids"]) for r in rows)
     s = max(len(r["actions"]) for r in rows)
-    d = len(rows[0]["sent_emb"][0])
-
-    def pad(key, value, n):
-        return torch.tensor([r[key] + [value] * (n - len(r[key])) for r in rows])
-
-    emb = torch.zeros(len(rows), s, d)
+    emb = torch.zeros(len(rows), s, len(rows[0]["sent_emb"][0]))
     for i, r in enumerate(rows):
         emb[i, : len(r["sent_emb"])] = torch.tensor(r["sent_emb"])
-    ids = pad("input_ids", pad_id, t)
-    labels = ids.clone()
-    labels[pad("pos_in_sent", -1, t) < 0] = -100
-    return {"input_ids": ids, "labels": labels, "sentence_idx": pad("sentence_idx", 0, t),
-            "pos_in_sent": pad("pos_in_sent", 0, t), "sent_emb": emb, "actions": pad("actions", -1, s)}
+
+    def pad(key, value):
+        return pad_sequences([r[key] for r in rows], value)
+
+    return {"input_ids": pad("input_ids", pad_id), "labels": pad("input_ids", IGNORE_INDEX),
+            "sentence_idx": pad("sentence_idx", 0), "pos_in_sent": pad("pos_in_sent", 0), "sent_emb": emb,
+            "actions": pad("actions", -1)}
 
 
 def batches(cfg: PlannerConfig, data: PlanData, split: str = "test", device="cpu") -> list[dict]:
@@ -186,7 +183,7 @@ def pretrain(cfg: PlannerConfig, data: PlanData, seed: int) -> tuple[ActionCondi
         set_trainable(base, lm=True, planner=False)
         lm_cfg = replace(scfg, max_steps=cfg.lm_pretrain_steps, lr=cfg.lm_pretrain_lr,
                          ckpt_every=cfg.lm_pretrain_steps, eval_every=cfg.lm_pretrain_steps)
-        base = train(base, data.rows["train"], lm_cfg, collate_fn=_collate(data), step_fn=lm_step,
+        base = train(base, data.rows["train"], lm_cfg, collate_fn=_collate(data), step_fn=sft_step,
                      name=f"lm_seed{seed}").model
     hist = History()
     if cfg.planner_steps:
@@ -241,7 +238,7 @@ def run_arm(arm: str, cfg: PlannerConfig, data: PlanData, base: ActionConditione
     test = batches(cfg, data)
     schedule = _mix_schedule(cfg, ratio)
     t0 = time.perf_counter()
-    res = train(model, data.rows["train"], replace(cfg, seed=seed), collate_fn=_collate(data), step_fn=lm_step,
+    res = train(model, data.rows["train"], replace(cfg, seed=seed), collate_fn=_collate(data), step_fn=sft_step,
                 param_groups=groups, evaluate=None if plain else lambda m: planner_metrics(m.planner, test[0]),
                 name=f"{arm}_seed{seed}", callbacks=[schedule] if schedule else ())
     wall = measured_once(cfg.run_dir / "costs" / f"{arm}_seed{seed}.json",

@@ -29,6 +29,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..collate import pad_sequences
+
 # the role of each token in an assembled sequence: what the loss does with it
 PROMPT, WARMUP, CLOSE, ANSWER, EOS = 0, 1, 2, 3, 4
 ROLE_NAMES = {PROMPT: "prompt, no loss", WARMUP: "warmup, in a = log P(c|x)", CLOSE: "appended, not scored",
@@ -97,11 +99,6 @@ def assemble(fmt: WarmupFormat, prompt: Sequence[int], warmup: Sequence[int] | N
     return Joint(head + mid + tail, [PROMPT] * len(head) + mid_roles + tail_roles)
 
 
-def _pad(seqs: list[list[int]], value: int, device) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long, device=device)
-
-
 def _restricted_logprob(logits: torch.Tensor, tokens: torch.Tensor, allowed: tuple[int, ...] | None) -> torch.Tensor:
     picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     pool = logits if allowed is None else logits[..., list(allowed)]
@@ -113,19 +110,19 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
     gradients), summed over tokens from our own gather over log-softmax (never the model's mean loss); returns
     also the number of tokens the pass processed."""
     device = next(model.parameters()).device
-    roles = _pad([r.roles for r in rows], PROMPT, device)
+    roles = pad_sequences([r.roles for r in rows], PROMPT, device)
     if fmt.seq2seq:
-        enc = _pad([r.encoder_ids for r in rows], fmt.pad_id, device)
-        enc_mask = _pad([[1] * len(r.encoder_ids) for r in rows], 0, device)
-        dec_in = _pad([[fmt.decoder_start_id, *r.tokens[:-1]] for r in rows], fmt.pad_id, device)
-        dec_mask = _pad([[1] * len(r.tokens) for r in rows], 0, device)
+        enc = pad_sequences([r.encoder_ids for r in rows], fmt.pad_id, device)
+        enc_mask = pad_sequences([[1] * len(r.encoder_ids) for r in rows], 0, device)
+        dec_in = pad_sequences([[fmt.decoder_start_id, *r.tokens[:-1]] for r in rows], fmt.pad_id, device)
+        dec_mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
         logits = model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=dec_in,
                        decoder_attention_mask=dec_mask).logits.float()
-        tokens = _pad([r.tokens for r in rows], fmt.pad_id, device)
+        tokens = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
         n_tokens = int(enc_mask.sum() + dec_mask.sum())
     else:
-        ids = _pad([r.tokens for r in rows], fmt.pad_id, device)
-        mask = _pad([[1] * len(r.tokens) for r in rows], 0, device)
+        ids = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
+        mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         tokens, roles = ids[:, 1:], roles[:, 1:]
         n_tokens = int(mask.sum())
@@ -211,8 +208,8 @@ def decode(model, fmt: WarmupFormat, prompts: Sequence[Sequence[int]], *, max_wa
         warm_mask[fmt.close_id] = False
     ans_mask = _vocab_mask(fmt.answer_set(), vocab, device)
     if fmt.seq2seq:
-        enc = _pad([list(p) for p in prompts], fmt.pad_id, device)
-        enc_mask = _pad([[1] * len(p) for p in prompts], 0, device)
+        enc = pad_sequences([list(p) for p in prompts], fmt.pad_id, device)
+        enc_mask = pad_sequences([[1] * len(p) for p in prompts], 0, device)
         enc_out = model.get_encoder()(input_ids=enc, attention_mask=enc_mask)
         step_in = torch.full((n, 1), fmt.decoder_start_id, device=device)
         out = model(encoder_outputs=enc_out, attention_mask=enc_mask, decoder_input_ids=step_in, use_cache=True)
