@@ -50,3 +50,8 @@ def pad_sequences(seqs: list[list[int]], value: int, device=None) -> torch.Tenso
     """Right-pad integer sequences with `value` to the longest one: a (len(seqs), longest) long tensor."""
     width = max(len(s) for s in seqs)
     return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=torch.long, device=device)
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with every tensor on `device` (other values as they are): what a model call receives."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

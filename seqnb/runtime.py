@@ -15,6 +15,30 @@ def device_for(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator | None:
+    """A seeded `torch.Generator` on `device`: CUDA sampling rejects a CPU generator, so every generator that meets
+    a model is made here, on the model's device. On the `meta` device (shape-only runs, nothing is drawn) None."""
+    device = torch.device(device)
+    if device.type == "meta":
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device | str, param: str = "generator") -> None:
+    """Raise a clear error when `generator` lives on another device than the tensors it samples."""
+    device = torch.device(device)
+    if generator is not None and device.type != "meta" and generator.device.type != device.type:
+        raise ValueError(
+            f"parameter {param!r}: the generator is on {generator.device}, the model on {device}. Fix: make it "
+            f"with seqnb.runtime.seeded_generator(seed, device) on the model's device"
+        )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's (first) parameter: where its inputs, masks and generators must live."""
+    return next(model.parameters()).device
+
+
 def setup(cfg: RunConfig) -> torch.device:
     """Seed python, numpy and torch, fix the CPU thread count, create the run folder; print the banner."""
     if cfg.num_threads:

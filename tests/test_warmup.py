@@ -218,7 +218,7 @@ def test_warmup_step_trains_and_counts(tok, seq2seq):
     model.train()
     rows = [{"prompt_ids": tok(s)["input_ids"], "target_ids": ids(tok, t)} for s, t in [("123", "6"), ("45", "9")]]
     batch = wg.collate_pairs(rows)
-    step = wg.WarmupStep(fmt, k=3, max_warmup_len=3, temperature=1.0, generator=torch.Generator().manual_seed(0),
+    step = wg.WarmupStep(fmt, k=3, max_warmup_len=3, temperature=1.0, seed=0,
                          loss_norm="joint")
     loss, logs = step(model, batch)
     loss.backward()

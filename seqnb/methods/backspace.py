@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..runtime import check_generator, model_device
+
 
 def apply_backspaces(actions: Sequence[int], prompt_len: int, bksp_id: int) -> list[int]:
     """The edited sequence an action sequence leaves behind."""
@@ -142,7 +144,8 @@ def generate_with_backspace(
     injection); `allowed` [V] bool is the action set sampled from, the same one the SequenceMatch loss uses."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
+    check_generator(generator, device)
     force = force or [[] for _ in prompts]
     actions = [list(p) for p in prompts]
     edited = [list(p) for p in prompts]

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..collate import to_device
+from ..runtime import model_device, seeded_generator
+
 INTERFACES = ("none", "uniform", "oracle", "hard", "st", "soft")
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -88,7 +91,7 @@ def oracle_mix(w: torch.Tensor, oracle: torch.Tensor, ratio: float, generator: t
         raise ValueError(f"parameter 'mix_ratio': a probability in [0, 1], got {ratio}")
     if ratio == 0.0:
         return w
-    m = torch.rand(oracle.shape, generator=generator).to(w.device) < ratio
+    m = torch.rand(oracle.shape, generator=generator, device=w.device) < ratio
     return torch.where(m[..., None], F.one_hot(oracle.clamp(min=0), w.shape[-1]).to(w.dtype), w)
 
 
@@ -161,17 +164,23 @@ class ActionConditionedLM(nn.Module):
             nn.init.zeros_(a.bias)
         self.window, self.tau = window, tau
         self.interface, self.mix_ratio = "none", 0.0
-        self.generator = torch.Generator().manual_seed(seed)
+        self.reseed(seed)
         self.targets = [decoder_blocks(lm)[layer] for layer in self.layers]
         for target in self.targets:
             target.action_cond = None
             target.register_forward_pre_hook(_add_action)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the oracle-mixing draws from `seed` (the generator is made on the model's device when used)."""
+        self.seed, self.generator = seed, None
 
     def plan(self, sent_emb: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Interface weights (B, S, k) for the current interface (oracle mixing only in training)."""
         logits = self.planner(sent_emb)
         w = interface_weights(logits, self.interface, tau=self.tau, oracle=actions)
         if self.training and self.mix_ratio > 0 and self.interface not in ("oracle", "uniform"):
+            if self.generator is None:
+                self.generator = seeded_generator(self.seed, w.device)
             w = oracle_mix(w, actions, self.mix_ratio, self.generator)
         return w
 
@@ -220,6 +229,7 @@ def planner_step(planner: SentencePlanner, batch: dict) -> tuple[torch.Tensor, d
 @torch.no_grad()
 def planner_metrics(planner: SentencePlanner, batch: dict) -> dict[str, float]:
     """Accuracy of the argmax against the k-means actions and mean entropy (nats), over real sentences."""
+    batch = to_device(batch, model_device(planner))
     logits = planner(batch["sent_emb"])
     real = batch["actions"] >= 0
     logp = torch.log_softmax(logits, -1)
@@ -237,6 +247,7 @@ def score(model: ActionConditionedLM, batches, interface: str) -> dict[str, floa
     total, count, by_pos = 0.0, 0, {}
     try:
         for batch in batches:
+            batch = to_device(batch, model_device(model))
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
             labels = batch["labels"][:, 1:]
             nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")

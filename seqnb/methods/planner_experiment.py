@@ -143,14 +143,12 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
             "actions": pad("actions", -1)}
 
 
-def batches(cfg: PlannerConfig, data: PlanData, split: str = "test", device="cpu") -> list[dict]:
+def batches(cfg: PlannerConfig, data: PlanData, split: str = "test") -> list[dict]:
+    """Evaluation batches on the CPU (`score` and `planner_metrics` move each to the model's device)."""
     pad_id = data.tokenizer.pad_token_id
     ds = data.rows[split]
-    out = []
-    for i in range(0, len(ds), cfg.eval_batch_size):
-        b = collate([ds[j] for j in range(i, min(i + cfg.eval_batch_size, len(ds)))], pad_id)
-        out.append({k: v.to(device) for k, v in b.items()})
-    return out
+    return [collate([ds[j] for j in range(i, min(i + cfg.eval_batch_size, len(ds)))], pad_id)
+            for i in range(0, len(ds), cfg.eval_batch_size)]
 
 
 def build_base(cfg: PlannerConfig, data: PlanData, seed: int) -> ActionConditionedLM:
@@ -229,7 +227,7 @@ def run_arm(arm: str, cfg: PlannerConfig, data: PlanData, base: ActionConditione
     interface, evals, e2e, ratio = arm_spec(arm)
     model = copy.deepcopy(base)
     model.interface, model.mix_ratio = interface, ratio
-    model.generator.manual_seed(seed)
+    model.reseed(seed)
     plain = interface == "none"
     set_trainable(model, lm=plain, planner=e2e)
     groups = [ParamGroup(list(model.lm.parameters()) if plain else [*model.adapters.parameters(), model.codebook])]

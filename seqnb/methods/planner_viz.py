@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from ..runtime import model_device
 from ..tasks.plan_corpus import TYPES
 from .planner import interface_weights
 
@@ -34,8 +35,8 @@ def color(action: int) -> str:
 def planner_probs(model, row: dict) -> np.ndarray:
     """The planner's action distribution (S, k) for every sentence of one encoded document."""
     with torch.no_grad():
-        logits = model.planner(torch.tensor(row["sent_emb"])[None])[0]
-    return torch.softmax(logits / model.tau, -1).numpy()
+        logits = model.planner(torch.tensor(row["sent_emb"], device=model_device(model))[None])[0]
+    return torch.softmax(logits / model.tau, -1).cpu().numpy()
 
 
 def top_words(sentences: list[str], actions: np.ndarray, k: int, n: int = 4) -> dict[int, list[str]]:
@@ -170,15 +171,17 @@ def continue_sentence(model, tokenizer, row: dict, j: int, w_j: torch.Tensor, ma
     conditioned on weights `w_j` (k,) for sentence j and on the planner's own weights for earlier ones."""
     end = row["sentence_idx"].index(j) + 1  # through the last token of sentence j - 1
     ids, sidx = row["input_ids"][:end], row["sentence_idx"][:end]
-    logits = model.planner(torch.tensor(row["sent_emb"])[None])
+    device = model_device(model)
+    logits = model.planner(torch.tensor(row["sent_emb"], device=device)[None])
     w = interface_weights(logits, "hard" if model.interface in ("hard", "st") else "soft", tau=model.tau)
-    w[0, j] = w_j
+    w[0, j] = w_j.to(device)
     stop = set(tokenizer.convert_tokens_to_ids([".", "!", "?"]))
     out = []
     model.eval()
     for _ in range(max_new):
-        x = torch.tensor([ids + out])
-        nxt = int(model(x, sentence_idx=torch.tensor([sidx + [j] * len(out)]), weights=w).logits[0, -1].argmax())
+        x = torch.tensor([ids + out], device=device)
+        sentence_idx = torch.tensor([sidx + [j] * len(out)], device=device)
+        nxt = int(model(x, sentence_idx=sentence_idx, weights=w).logits[0, -1].argmax())
         out.append(nxt)
         if nxt in stop:
             break

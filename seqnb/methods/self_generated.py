@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..collate import IGNORE_INDEX
+from ..runtime import seeded_generator
 
 ARMS = ("tf", "ss", "bash", "rac")
 SCHEDULES = ("linear", "exp", "invsigmoid", "const")
@@ -70,8 +71,8 @@ def mixing_mask(valid: torch.Tensor, eps: float, generator: torch.Generator,
         raise ValueError(f"parameter 'granularity': unknown {granularity!r}, use one of {list(GRANULARITIES)}")
     B, T = valid.shape
     shape = {"token": (B, T), "sequence": (B, 1), "batch": (1, 1)}[granularity]
-    coins = torch.rand(shape, generator=generator) < eps
-    return coins.to(valid.device).expand(B, T) & valid
+    coins = torch.rand(shape, generator=generator, device=valid.device) < eps
+    return coins.expand(B, T) & valid
 
 
 def mix(y: torch.Tensor, y_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,9 +95,9 @@ def rac_cut(y: torch.Tensor, y_hat: torch.Tensor, valid: torch.Tensor, eps: floa
     k = first_deviation(y, y_hat, valid)
     last = valid.long().sum(dim=1) - 1
     B = y.shape[0]
-    use = torch.rand(B, generator=generator).to(y.device) < eps
+    use = torch.rand(B, generator=generator, device=y.device) < eps
     span = (last - k + 1).clamp(min=1)
-    c = k + (torch.rand(B, generator=generator).to(y.device) * span).long().clamp(max=span - 1)
+    c = k + (torch.rand(B, generator=generator, device=y.device) * span).long().clamp(max=span - 1)
     c = torch.where(use & (k >= 0), c, -1)
     return k, c
 
@@ -261,7 +262,7 @@ class SelfGenStep:
             raise ValueError(f"arm {self.arm!r} needs `regenerate` (the offline generation of the pool)")
         if self.rac_alignment not in ("position", "edit"):
             raise ValueError(f"parameter 'rac_alignment': unknown {self.rac_alignment!r}, use 'position' or 'edit'")
-        self.generator = torch.Generator().manual_seed(1_000_003 * self.seed + ARMS.index(self.arm))
+        self.generator = None  # made on the batch's device at the first mixed step
         self.pool, self.pool_step = None, None
         schedule(self.schedule, 0.0, self.p_max)  # validates both
 
@@ -288,6 +289,8 @@ class SelfGenStep:
         if eps <= 0.0:
             return batch.input_ids, batch.attention_mask, targets, None, {"eps": eps}
         self.cost.mixed_steps += 1
+        if self.generator is None:
+            self.generator = seeded_generator(1_000_003 * self.seed + ARMS.index(self.arm), batch.input_ids.device)
         T = batch.answers.shape[1]
         if self.arm == "ss":
             y_hat = teacher_forced_predictions(model, batch, self.allowed)
@@ -332,7 +335,7 @@ class SelfGenStep:
         edited = collate([{"prompt": p, "answer": u} for p, u, _ in rows], self.pad_id).to(batch.input_ids.device)
         tgt = torch.full_like(edited.answers, IGNORE_INDEX)
         for i, (_, _, t) in enumerate(rows):
-            tgt[i, : len(t)] = torch.tensor(t)
+            tgt[i, : len(t)] = torch.tensor(t, device=tgt.device)
         logs = {"eps": eps, "rac_frac": (c >= 0).float().mean()}
         return edited.input_ids, edited.attention_mask, edited.targets(tgt), None, logs
 

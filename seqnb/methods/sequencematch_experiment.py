@@ -22,6 +22,7 @@ from ..collate import PadCollator, tokenize_pairs
 from ..models import add_special_tokens, build_decoder, load_pretrained
 from ..presets.sequencematch import SequenceMatchConfig
 from ..record import Claim
+from ..runtime import model_device, seeded_generator
 from ..tasks import is_permutation_answer, load_task
 from ..tokenizers import char_tokenizer
 from ..train import TrainResult, sft_step, train
@@ -155,7 +156,7 @@ class RolloutBuffer:
 
 def generate(model, vocab: Vocab, prompts: list[str], cfg: SequenceMatchConfig, *, temperature: float,
              force: list[list[int]] | None = None, seed: int | None = None) -> list[Trace]:
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    generator = seeded_generator(seed, model_device(model)) if seed is not None else None
     return generate_with_backspace(
         model, [vocab.prompt_ids(p) for p in prompts], bksp_id=vocab.bksp, eos_id=vocab.eos, pad_id=vocab.pad,
         allowed=vocab.allowed, max_actions=cfg.max_actions, temperature=temperature, force=force,

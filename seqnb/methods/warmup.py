@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..collate import pad_sequences
+from ..runtime import check_generator, model_device, seeded_generator
 
 # the role of each token in an assembled sequence: what the loss does with it
 PROMPT, WARMUP, CLOSE, ANSWER, EOS = 0, 1, 2, 3, 4
@@ -109,7 +110,7 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
     """One teacher-forced pass over `rows`: a = log P(c|x) and b = log P(y|x,c) per row (shape [N] each, with
     gradients), summed over tokens from our own gather over log-softmax (never the model's mean loss); returns
     also the number of tokens the pass processed."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     roles = pad_sequences([r.roles for r in rows], PROMPT, device)
     if fmt.seq2seq:
         enc = pad_sequences([r.encoder_ids for r in rows], fmt.pad_id, device)
@@ -123,11 +124,16 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
     else:
         ids = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
         mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        tokens, roles = ids[:, 1:], roles[:, 1:]
+        # logits only from the shortest prompt on (a long prompt has no loss; the LM head over it would cost
+        # width x vocabulary floats per position for nothing)
+        first = min(next(i for i, role in enumerate(r.roles) if role != PROMPT) for r in rows)
+        keep = ids.shape[1] - first + 1  # positions first-1 .. T-1 predict tokens first .. T (the last is unused)
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, :-1].float()
+        tokens, roles = ids[:, first:], roles[:, first:]
         n_tokens = int(mask.sum())
     lp_w = _restricted_logprob(logits, tokens, fmt.warmup_set())
-    lp_y = _restricted_logprob(logits, tokens, fmt.answer_set())
+    same = fmt.answer_set() == fmt.warmup_set()  # one log-softmax serves both when the pools are the same
+    lp_y = lp_w if same else _restricted_logprob(logits, tokens, fmt.answer_set())
     a = (lp_w * (roles == WARMUP)).sum(-1)
     b = (lp_y * ((roles == ANSWER) | (roles == EOS))).sum(-1)
     return a, b, n_tokens
@@ -200,7 +206,8 @@ def decode(model, fmt: WarmupFormat, prompts: Sequence[Sequence[int]], *, max_wa
         raise ValueError("parameter 'forced_warmups': one warmup per prompt")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
+    check_generator(generator, device)
     n = len(prompts)
     vocab = model.get_output_embeddings().weight.shape[0]
     warm_mask = _vocab_mask(fmt.warmup_set(), vocab, device)
@@ -300,8 +307,8 @@ def collate_pairs(rows: list[dict]) -> dict[str, torch.Tensor]:
 class WarmupStep:
     """The Warmup Generations training step for `seqnb.train.train` (step_fn(model, batch) -> (loss, logs)).
 
-    1. sample K warmups per input from the current model (eval mode, no gradient, seeded `generator`, pure
-       ancestral sampling at `temperature`, from x only);
+    1. sample K warmups per input from the current model (eval mode, no gradient, pure ancestral sampling at
+       `temperature`, from x only; the generator is seeded with `seed` on the model's device at the first call);
     2. one teacher-forced pass over the B*K sequences (x, c_k, y) gives a_k and b_k;
     3. `warmup_objective`. `diagnose(prompts, warmups, targets) -> dict` adds task-specific logs.
     The generator's state is not checkpointed: a resumed run continues correctly but not bit-identically.
@@ -315,10 +322,11 @@ class WarmupStep:
     lam: float = 1.0
     weights: str = "soft"
     loss_norm: str = "target"
-    generator: torch.Generator | None = None
+    seed: int = 0
     diagnose: Callable[[list, list, list], dict] | None = None
     cost: StepCost = field(default_factory=StepCost)
     last: dict = field(default_factory=dict)  # the last step's prompts, warmups, a, b, w (for inspection)
+    generator: torch.Generator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.k < 1:
@@ -327,6 +335,8 @@ class WarmupStep:
             raise ValueError(f"parameter 'loss_norm': unknown {self.loss_norm!r}, use 'target' or 'joint'")
 
     def sample(self, model, prompts: list[list[int]]) -> Decoded:
+        if self.generator is None:
+            self.generator = seeded_generator(self.seed, model_device(model))
         repeated = [p for p in prompts for _ in range(self.k)]
         return decode(model, self.fmt, repeated, max_warmup_len=self.max_warmup_len, max_answer_len=1,
                       warmup_temperature=self.temperature, generator=self.generator, stop_after_warmup=True)
@@ -383,7 +393,8 @@ class FixedWarmupStep:
         loss = (-(b + (a if self.train_warmup else 0.0)) / norm).mean()
         self.cost.tokens += n_scored
         self.cost.sequences += len(rows)
-        return loss, {"loss": loss.detach(), "nll_y": (-b / torch.tensor([len(t) + 1 for t in targets])).mean()}
+        len_y = torch.tensor([len(t) + 1 for t in targets], dtype=b.dtype, device=b.device)
+        return loss, {"loss": loss.detach(), "nll_y": (-b / len_y).mean()}
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..metrics import bleu, chrf, exact_match, rouge
 from ..models import add_special_tokens, build_decoder, build_encoder_decoder, load_pretrained
 from ..presets.warmup_generations import WarmupConfig
 from ..record import Claim, measured_once
+from ..runtime import model_device, seeded_generator
 from ..tasks import load_hub_dataset
 from ..tokenizers import char_tokenizer
 from ..train import History, TrainResult, run_eval, sft_step, train
@@ -251,7 +252,7 @@ def make_step(arm: str, setup: Setup, cfg: WarmupConfig, k: int | None = None):
                                                                 setup)}
         return wg.WarmupStep(fmt, k=k, max_warmup_len=cfg.max_warmup_len, temperature=cfg.warmup_temperature,
                              beta=cfg.weight_temperature, lam=cfg.warmup_coef, weights=cfg.weights,
-                             loss_norm=cfg.loss_norm, generator=torch.Generator().manual_seed(cfg.seed),
+                             loss_norm=cfg.loss_norm, seed=cfg.seed,
                              diagnose=diagnose)
     raise ValueError(f"unknown arm {arm!r}: use sft, warmup, warmup_k<N>, pause or oracle")
 
@@ -298,12 +299,12 @@ def evaluate(model, arm: str, test: Dataset, setup: Setup, cfg: WarmupConfig, *,
 
 @torch.no_grad()
 def draw_warmups(model, prompts: list[list[int]], targets: list[list[int]], setup: Setup, cfg: WarmupConfig, k: int,
-                 temperature: float, generator: torch.Generator) -> list[dict]:
+                 temperature: float, seed: int = PROBE_SEED) -> list[dict]:
     """Per input: K warmups sampled from x at `temperature`, their a = log P(c|x), reward b = log P(y|x,c) and
     weight w, the greedy answer after each warmup, and the greedy warmup and answer."""
     was = model.training
     sampler = wg.WarmupStep(setup.fmt, k=k, max_warmup_len=cfg.max_warmup_len, temperature=temperature,
-                            generator=generator)
+                            seed=seed)
     drawn = sampler.sample(model, prompts)
     repeated = [p for p in prompts for _ in range(k)]
     after = answer(model, "warmup", repeated, setup, cfg, warmups=drawn.warmups)
@@ -334,7 +335,7 @@ class Probe:
 
     def record(self, step: int, model) -> None:
         self.records[step] = draw_warmups(model, self.prompts, self.targets, self.setup, self.cfg, self.k,
-                                          self.cfg.warmup_temperature, torch.Generator().manual_seed(PROBE_SEED))
+                                          self.cfg.warmup_temperature)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.records))
 
@@ -405,7 +406,7 @@ def stage0_check(model, data: DatasetDict, setup: Setup, cfg: WarmupConfig, k: i
     prompts = setup.prompt_ids(sub["prompt"])
     em = evaluate(model, "sft", sub, setup, cfg)[0]["em"]
     sampler = wg.WarmupStep(setup.fmt, k=k, max_warmup_len=cfg.max_warmup_len, temperature=1.0,
-                            generator=torch.Generator().manual_seed(PROBE_SEED))
+                            seed=PROBE_SEED)
     drawn = sampler.sample(model, prompts)
     return {"em": em, "draft_consistency_t1": draft_consistency([p for p in prompts for _ in range(k)],
                                                                 drawn.warmups, setup)}
@@ -479,7 +480,7 @@ def selection_vs_greedy(exp: Experiment, n: int) -> dict[str, dict[str, float]]:
     picked = wg.select_by_joint_score(model, exp.setup.fmt, prompts, k=cfg.n_warmups,
                                       max_warmup_len=cfg.max_warmup_len, max_answer_len=cfg.max_answer_len,
                                       temperature=cfg.warmup_temperature,
-                                      generator=torch.Generator().manual_seed(cfg.seed))
+                                      generator=seeded_generator(cfg.seed, model_device(model)))
     greedy = answer(model, "warmup", prompts, exp.setup, cfg)
     return {"greedy warmup, greedy answer": task_metrics(greedy.answers, targets, exp.setup, cfg),
             f"best of {cfg.n_warmups} by joint score": task_metrics(picked.answers, targets, exp.setup, cfg)}
@@ -492,8 +493,7 @@ def differing_draws(exp: Experiment, temperature: float, n: int = 2, pool: int =
     run, setup = exp.runs[arm], exp.setup
     sub = exp.data["test"].select(range(min(pool, len(exp.data["test"]))))
     prompts, targets = setup.prompt_ids(sub["prompt"]), setup.target_ids(sub["target"])
-    records = draw_warmups(run.model, prompts, targets, setup, exp.cfg, run.k, temperature,
-                           torch.Generator().manual_seed(PROBE_SEED))
+    records = draw_warmups(run.model, prompts, targets, setup, exp.cfg, run.k, temperature)
     keep = [i for i, r in enumerate(records) if len({tuple(c) for c in r["warmups"]}) > 1][:n]
     return [prompts[i] for i in keep], [targets[i] for i in keep], [records[i] for i in keep]
 
