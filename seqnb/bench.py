@@ -25,7 +25,7 @@ from .collate import PadCollator, tokenize_pairs
 from .config import resolve_config
 from .models import build_decoder, count_parameters
 from .record import environment
-from .runtime import device_name
+from .runtime import device_name, seeded_generator
 from .tokenizers import char_tokenizer
 from .train import train
 
@@ -68,7 +68,7 @@ def _model_and_data(size: str, n_rows: int, seq_len: int, seed: int):
     torch.manual_seed(seed)
     dims = dict(tiny=dict(n_layer=2, d_model=128, n_head=4), gpt2_small=dict(n_layer=12, d_model=768, n_head=12))
     model = build_decoder(tok, max_len=seq_len, **dims[size])
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed, "cpu")  # data made on the CPU
     ids = torch.randint(4, len(tok), (n_rows, seq_len), generator=g).tolist()
     return model, tok, Dataset.from_dict({"input_ids": ids, "labels": ids})
 
@@ -226,7 +226,7 @@ def generation_throughput(*, batch_size: int, prompt_len: int, new_tokens: int, 
     """New tokens per second of batched greedy decoding, with and without the KV cache."""
     model, tok, _ = _model_and_data("tiny", 1, prompt_len + new_tokens, seed=0)
     model.to(device).eval()
-    g = torch.Generator().manual_seed(1)
+    g = seeded_generator(1, "cpu")
     ids = torch.randint(4, len(tok), (batch_size, prompt_len), generator=g).to(device)
     out = {"batch_size": batch_size, "prompt_len": prompt_len, "new_tokens": new_tokens}
     for cache in (True, False):

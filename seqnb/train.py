@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .config import ConfigError, RunConfig
+from .runtime import seeded_generator
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, Any]]]
 
@@ -184,7 +185,7 @@ def _batches(data: Dataset, cfg: RunConfig, collate_fn, accelerator: Accelerator
         shuffled = data.shuffle(seed=epoch_seed)
         # its own generator: starting an iterator must not draw from the global RNG that dropout uses
         loader = DataLoader(shuffled, batch_size=cfg.batch_size, collate_fn=collate_fn, drop_last=True,
-                            generator=torch.Generator().manual_seed(epoch_seed))
+                            generator=seeded_generator(epoch_seed, "cpu"))  # the sampler draws on the CPU
         loader = prepare_data_loader(
             loader, accelerator.device, num_processes=accelerator.num_processes,
             process_index=accelerator.process_index, put_on_device=True,

@@ -168,10 +168,12 @@ class Batch:
     def targets(self, answer_targets: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L]: targets[:, i] = the answer token predicted by the logits at i (reference by default)."""
         tgt = self.answers if answer_targets is None else answer_targets
-        rows, pos = self.answer_valid.nonzero(as_tuple=True)
-        out = torch.full_like(self.input_ids, IGNORE_INDEX)
-        out[rows, self.ans_start[rows] + pos - 1] = tgt[rows, pos]
-        return out
+        B, L = self.input_ids.shape
+        valid = self.answer_valid
+        # answer position a is predicted at ans_start + a - 1; padding positions write to a spare column L
+        index = torch.where(valid, self.ans_start[:, None] + torch.arange(tgt.shape[1], device=tgt.device) - 1, L)
+        out = torch.full((B, L + 1), IGNORE_INDEX, dtype=tgt.dtype, device=tgt.device)
+        return out.scatter(1, index, torch.where(valid, tgt, IGNORE_INDEX))[:, :L]
 
 
 def collate(rows: list[dict], pad_id: int) -> Batch:
@@ -224,9 +226,9 @@ class Cost:
     extra_fwd: int = 0  # no-grad forward passes over a training batch (SS pass one)
     mixed_steps: int = 0  # steps whose batch had eps > 0
     gen_rounds: int = 0
-    gen_tokens: int = 0
+    gen_tokens: int | torch.Tensor = 0
     gen_s: float = 0.0
-    mixed_tokens: int = 0  # input tokens replaced by model tokens
+    mixed_tokens: int | torch.Tensor = 0  # input tokens replaced by model tokens
 
 
 # -------------------------------------------------------------------------------------------- step fn
@@ -278,8 +280,8 @@ class SelfGenStep:
             y_hat, lens = self.regenerate(model)
             self.cost.gen_s += time.perf_counter() - t0
             self.cost.gen_rounds += 1
-            self.cost.gen_tokens += int(lens.sum())
-            self.pool, self.pool_step = (y_hat.cpu(), lens.cpu()), self.step
+            self.cost.gen_tokens = self.cost.gen_tokens + lens.sum()
+            self.pool, self.pool_step = (y_hat, lens), self.step
         return self.pool
 
     def build(self, model, batch: Batch):
@@ -298,7 +300,7 @@ class SelfGenStep:
             mask = mixing_mask(batch.answer_valid, eps, self.generator, self.granularity)
             return self._mixed(batch, y_hat, mask, targets, None, eps)
         pool, pool_len = self._pool(model)
-        rows, lens = pool[batch.idx.cpu()], pool_len[batch.idx.cpu()]
+        rows, lens = pool[batch.idx.to(pool.device)], pool_len[batch.idx.to(pool.device)]
         y_hat = _fit(rows, T, self.pad_id).to(batch.answers.device)
         valid = batch.answer_valid & (torch.arange(T, device=y_hat.device)[None] < lens.to(y_hat.device)[:, None])
         if self.arm == "bash":
@@ -318,7 +320,7 @@ class SelfGenStep:
     def _mixed(self, batch, y_hat, mask, targets, weights, eps, logs=None):
         inputs = batch.with_answers(y_hat, mask)
         n = (inputs != batch.input_ids).sum()
-        self.cost.mixed_tokens += int(n)
+        self.cost.mixed_tokens = self.cost.mixed_tokens + n.detach()  # a device tensor: no sync per step
         logs = {"eps": eps, "own_token_frac": n / batch.answer_valid.sum(), **(logs or {})}
         return inputs, batch.attention_mask, targets, weights, logs
 

@@ -161,7 +161,7 @@ def run_arm(arm: str, cfg: SelfGeneratedConfig, task: TaskData, init_model, embe
         out.pop("y_hat"), out.pop("y_hat_len")
         c = step.cost
         return {**out, "wall_s": time.perf_counter() - t0, "gen_s": c.gen_s, "extra_fwd": c.extra_fwd,
-                "gen_tokens": c.gen_tokens, "mixed_tokens": c.mixed_tokens, "gen_rounds": c.gen_rounds}
+                "gen_tokens": int(c.gen_tokens), "mixed_tokens": int(c.mixed_tokens), "gen_rounds": c.gen_rounds}
 
     data = Dataset.from_list(task.train_rows)
     res = train(model, data, cfg, collate_fn=partial(collate, pad_id=task.pad), step_fn=step, evaluate=evaluate,

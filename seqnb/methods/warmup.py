@@ -120,7 +120,7 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
         logits = model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=dec_in,
                        decoder_attention_mask=dec_mask).logits.float()
         tokens = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
-        n_tokens = int(enc_mask.sum() + dec_mask.sum())
+        n_tokens = sum(len(r.encoder_ids) + len(r.tokens) for r in rows)
     else:
         ids = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
         mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
@@ -130,7 +130,7 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
         keep = ids.shape[1] - first + 1  # positions first-1 .. T-1 predict tokens first .. T (the last is unused)
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, :-1].float()
         tokens, roles = ids[:, first:], roles[:, first:]
-        n_tokens = int(mask.sum())
+        n_tokens = sum(len(r.tokens) for r in rows)
     lp_w = _restricted_logprob(logits, tokens, fmt.warmup_set())
     same = fmt.answer_set() == fmt.warmup_set()  # one log-softmax serves both when the pools are the same
     lp_y = lp_w if same else _restricted_logprob(logits, tokens, fmt.answer_set())
@@ -346,8 +346,21 @@ class WarmupStep:
         was_training = model.training
         sampled = self.sample(model, prompts)
         model.train(was_training)
-        rows = [assemble(self.fmt, prompts[j // self.k], c, targets[j // self.k])
-                for j, c in enumerate(sampled.warmups)]
+        self.cost.tokens += sampled.n_tokens
+        self.cost.sampled_tokens += sampled.n_tokens
+        loss, logs = self.loss(model, prompts, targets, sampled.warmups)
+        lengths = torch.tensor([len(c) for c in sampled.warmups], dtype=torch.float).view(-1, self.k)
+        distinct = sum(len({tuple(c) for c in sampled.warmups[i * self.k:(i + 1) * self.k]})
+                       for i in range(len(prompts))) / (len(prompts) * self.k)
+        logs.update(warmup_len=lengths.mean(), distinct_warmups=distinct)
+        if self.diagnose is not None:
+            logs.update(self.diagnose(prompts, sampled.warmups, targets))
+        return loss, logs
+
+    def loss(self, model, prompts: list[list[int]], targets: list[list[int]],
+             warmups: list[list[int]]) -> tuple[torch.Tensor, dict]:
+        """Steps 2-3 for given warmups (K per prompt, example-major): the part that computes, reading no value."""
+        rows = [assemble(self.fmt, prompts[j // self.k], c, targets[j // self.k]) for j, c in enumerate(warmups)]
         a, b, n_scored = score(model, self.fmt, rows)
         len_y = torch.tensor([len(t) + 1 for t in targets], dtype=a.dtype, device=a.device)
         norm = len_y
@@ -356,20 +369,12 @@ class WarmupStep:
                                  device=a.device).view(-1, self.k).mean(1)
             norm = len_y + len_c
         out = warmup_objective(a, b, self.k, beta=self.beta, lam=self.lam, weights=self.weights, norm=norm)
-        self.cost.tokens += sampled.n_tokens + n_scored
-        self.cost.sampled_tokens += sampled.n_tokens
+        self.cost.tokens += n_scored
         self.cost.sequences += len(rows)
-        self.last = dict(prompts=prompts, targets=targets, warmups=sampled.warmups, a=a.detach().view(-1, self.k),
+        self.last = dict(prompts=prompts, targets=targets, warmups=warmups, a=a.detach().view(-1, self.k),
                          b=b.detach().view(-1, self.k), w=out.weights)
-        lengths = torch.tensor([len(c) for c in sampled.warmups], dtype=torch.float).view(-1, self.k)
-        distinct = sum(len({tuple(c) for c in sampled.warmups[i * self.k:(i + 1) * self.k]})
-                       for i in range(len(prompts))) / (len(prompts) * self.k)
-        logs = {"loss": out.loss.detach(), "mc_nll": (out.mc_nll / len_y).mean(),
-                "weight_entropy": out.weight_entropy.mean(), "warmup_len": lengths.mean(),
-                "distinct_warmups": distinct, "warmup_logp": a.detach().mean()}
-        if self.diagnose is not None:
-            logs.update(self.diagnose(prompts, sampled.warmups, targets))
-        return out.loss, logs
+        return out.loss, {"loss": out.loss.detach(), "mc_nll": (out.mc_nll / len_y).mean(),
+                          "weight_entropy": out.weight_entropy.mean(), "warmup_logp": a.detach().mean()}
 
 
 @dataclass
@@ -384,7 +389,10 @@ class FixedWarmupStep:
     cost: StepCost = field(default_factory=StepCost)
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        prompts, targets = unbatch(batch)
+        return self.loss(model, *unbatch(batch))
+
+    def loss(self, model, prompts: list[list[int]], targets: list[list[int]]) -> tuple[torch.Tensor, dict]:
+        """The step for given prompts and targets: the part that computes, reading no value."""
         rows = [assemble(self.fmt, p, None if self.warmup_fn is None else self.warmup_fn(p), t)
                 for p, t in zip(prompts, targets)]
         a, b, n_scored = score(model, self.fmt, rows)

@@ -1,0 +1,289 @@
+"""No device mixing, checked without a GPU: every notebook's training steps (one per arm), evaluation and explorer
+model calls run with the model and its batch on the `meta` device, where a CPU tensor mixed in raises exactly as
+it does on CUDA ("... is not on the expected device meta!"), and so does `.numpy()` of a device tensor. Meta tensors
+hold no numbers, so code that reads a value (`.item()`, `.tolist()`) stops there: a training step must finish
+(loss and backward), an evaluation may stop at its first value read, having run its model call. Generators are
+made by one helper on the model's device (tested here), and nothing else in seqnb makes one."""
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqnb.config import resolve_config
+from seqnb.runtime import check_generator, seeded_generator
+
+META = torch.device("meta")
+VALUE_READS = ("cannot be called on meta tensors", "Cannot copy out of meta tensor",
+               "data-independent implementation does not exist")  # nonzero / boolean-mask indexing
+
+
+def on_meta(fn) -> str:
+    """Run fn(); 'finished', or 'value read' where it stopped at its first read of a value. Any other error
+    (a CPU tensor mixed in, `.numpy()` of a device tensor, a CPU generator on device draws) propagates."""
+    try:
+        fn()
+    except (RuntimeError, NotImplementedError) as e:
+        if not any(s in str(e) for s in VALUE_READS):
+            raise
+        return "value read"
+    return "finished"
+
+
+@pytest.fixture(autouse=True)
+def masks_without_value_reads(monkeypatch):
+    """transformers skips building an all-ones SDPA mask after reading whether it is all ones (a value read that
+    meta cannot answer): always build it here, as it is built for any padded batch."""
+    import transformers.masking_utils as mu
+
+    monkeypatch.setattr(mu, "_ignore_causal_mask_sdpa", lambda *a, **k: False)
+
+
+def meta_batch(batch):
+    if isinstance(batch, dict):
+        return {k: v.to(META) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch.to(META)
+
+
+def train_step_on_meta(step_fn, model, batch):
+    """One training step (forward, loss, backward) with model and batch on meta; must finish."""
+    model = copy.deepcopy(model).to(META).train()
+
+    def run():
+        loss, _ = step_fn(model, meta_batch(batch))
+        assert loss.device.type == "meta"
+        loss.backward()
+
+    assert on_meta(run) == "finished"
+
+
+# ------------------------------------------------------------------------------------------ generators
+def test_seeded_generator_lives_on_the_requested_device(monkeypatch):
+    g = seeded_generator(3, "cpu")
+    assert g.device.type == "cpu" and torch.rand(2, generator=g).tolist() == torch.rand(
+        2, generator=torch.Generator().manual_seed(3)).tolist()
+    assert seeded_generator(3, META) is None  # nothing is drawn on meta
+    made = []
+
+    class Recorder:
+        def __init__(self, device=None):
+            made.append(torch.device(device))
+
+        def manual_seed(self, seed):
+            return self
+
+    monkeypatch.setattr(torch, "Generator", Recorder)
+    seeded_generator(0, "cuda:1")
+    assert made == [torch.device("cuda:1")]
+
+
+def test_a_generator_on_another_device_is_refused():
+    with pytest.raises(ValueError, match="parameter 'generator'.*seeded_generator"):
+        check_generator(torch.Generator(), torch.device("cuda"))
+    check_generator(torch.Generator(), torch.device("cpu"))
+    check_generator(None, torch.device("cuda"))
+
+
+def test_only_the_helper_makes_generators():
+    """A `torch.Generator()` elsewhere is a CPU generator, which CUDA sampling rejects."""
+    root = Path(__file__).resolve().parents[1] / "seqnb"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "runtime.py" and re.search(r"torch\.Generator\(", p.read_text())]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------------------------- 00 quickstart
+def test_quickstart_step_on_meta(tiny_cfg):
+    from seqnb import quickstart as qs
+    from seqnb.collate import PadCollator
+    from seqnb.train import sft_step
+
+    cfg = tiny_cfg()
+    data = qs.build_data(cfg)
+    model, tok = qs.build_model(cfg)
+    rows = qs.train_set(data, tok)
+    batch = PadCollator(tok.pad_token_id)([rows[i] for i in range(4)])
+    train_step_on_meta(sft_step, model, batch)
+
+
+# ---------------------------------------------------------------------------------------- 01 warmup
+@pytest.fixture(scope="module")
+def warmup(tmp_path_factory):
+    from seqnb.methods import warmup_experiment as ex
+
+    cfg = resolve_config("01_warmup_generations", output_dir=str(tmp_path_factory.mktemp("w")), n_train=16,
+                         n_test=4, n_curve=4, n_layer=1, d_model=16, n_head=2, pretrain_steps=0)
+    model, setup = ex.build_model(cfg)
+    return cfg, model, setup
+
+
+@pytest.mark.parametrize("arm", ["sft", "pause", "oracle", "warmup"])
+def test_warmup_arms_step_on_meta(warmup, arm):
+    from seqnb.methods import warmup_experiment as ex
+
+    cfg, model, setup = warmup
+    step = ex.make_step(arm, setup, cfg)
+    rows = ex.running_sums(3, cfg.n_digits, 0)
+    prompts, targets = setup.prompt_ids(rows["prompt"]), setup.target_ids(rows["target"])
+    meta = copy.deepcopy(model).to(META).train()
+    if arm == "warmup":  # sampling reads values (it decides when a warmup ends); the loss on given warmups
+        warmups = [[1, 2, 3][: 1 + j % 3] for j in range(len(prompts) * step.k)]
+        loss_fn = lambda: step.loss(meta, prompts, targets, warmups)[0].backward()  # noqa: E731
+    else:
+        loss_fn = lambda: step.loss(meta, prompts, targets)[0].backward()  # noqa: E731
+    assert on_meta(loss_fn) == "finished"
+
+
+def test_warmup_decoding_on_meta_reaches_its_first_value_read(warmup):
+    from seqnb.methods import warmup as wg
+
+    cfg, model, setup = warmup
+    meta = copy.deepcopy(model).to(META)
+    prompts = setup.prompt_ids(["1234", "5678"])
+    gen = seeded_generator(0, META)
+    assert on_meta(lambda: wg.decode(meta, setup.fmt, prompts, max_warmup_len=3, max_answer_len=2,
+                                     warmup_temperature=1.0, generator=gen)) == "value read"
+    with pytest.raises(ValueError, match="parameter 'generator'"):
+        wg.decode(model, setup.fmt, prompts, max_warmup_len=3, max_answer_len=2, warmup_temperature=1.0,
+                  generator=_FakeCudaGenerator())
+
+
+class _FakeCudaGenerator:
+    device = torch.device("cuda")
+
+
+# --------------------------------------------------------------------------------------- 02 planner
+@pytest.fixture(scope="module")
+def planner(tmp_path_factory):
+    from seqnb.methods import planner_experiment as ex
+
+    cfg = resolve_config("02_end_to_end_planner", output_dir=str(tmp_path_factory.mktemp("p")), n_train_docs=40,
+                         n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, planner_d=16,
+                         eval_batch_size=4)
+    data = ex.build_data(cfg)
+    return cfg, data, ex.build_base(cfg, data, 0)
+
+
+@pytest.mark.parametrize("arm", ["plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_soft",
+                                 "e2e_soft", "e2e_soft_r0.5"])
+def test_planner_arms_step_on_meta(planner, arm):
+    from seqnb.methods import planner_experiment as ex
+    from seqnb.train import sft_step
+
+    cfg, data, base = planner
+    interface, _, _, ratio = ex.arm_spec(arm)
+    model = copy.deepcopy(base)
+    model.interface, model.mix_ratio = interface, ratio
+    batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
+    train_step_on_meta(sft_step, model, batch)
+
+
+def test_planner_pretraining_evaluation_and_explorer_on_meta(planner):
+    from seqnb.methods import planner as pl
+    from seqnb.methods import planner_experiment as ex
+    from seqnb.methods import planner_viz as viz
+
+    cfg, data, base = planner
+    batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
+    train_step_on_meta(pl.planner_step, base.planner, batch)
+    meta = copy.deepcopy(base).to(META)
+    test = ex.batches(cfg, data)  # built on the CPU, as the notebook builds them
+    for interface in ("none", "soft", "oracle"):
+        assert on_meta(lambda: pl.score(meta, test, interface)) == "value read"
+    assert on_meta(lambda: pl.planner_metrics(meta.planner, test[0])) == "value read"
+    row = data.rows["test"][0]
+    assert on_meta(lambda: viz.planner_probs(meta, row)) == "value read"
+    assert on_meta(lambda: viz.continue_sentence(meta, data.tokenizer, row, 1, torch.ones(cfg.k) / cfg.k)) == (
+        "value read")
+
+
+# ---------------------------------------------------------------------------------- 03 sequencematch
+@pytest.fixture(scope="module")
+def sequencematch(tmp_path_factory):
+    from seqnb.methods import sequencematch_experiment as ex
+
+    cfg = resolve_config("03_sequencematch", output_dir=str(tmp_path_factory.mktemp("s")), n_train=64, n_eval=4,
+                         n_layer=1, d_model=16, n_head=2, max_actions=12)
+    data = ex.build_data(cfg)
+    model, vocab = ex.build_model(cfg, data)
+    return cfg, data, model, vocab
+
+
+@pytest.mark.parametrize("arm", ["mle", "bc_bksp", "sm"])
+def test_sequencematch_arms_step_on_meta(sequencematch, arm):
+    from seqnb.collate import PadCollator, tokenize_pairs
+    from seqnb.methods import sequencematch_experiment as ex
+    from seqnb.methods.backspace import collate_actions
+    from seqnb.methods.sequencematch import SequenceMatchStep, bc_step
+    from seqnb.train import sft_step
+
+    cfg, data, model, vocab = sequencematch
+    if arm == "mle":
+        clean = tokenize_pairs(data["train"].select(range(4)), vocab.tokenizer).select_columns(["input_ids", "labels"])
+        return train_step_on_meta(sft_step, model, PadCollator(vocab.pad)(list(clean)))
+    aug = ex.augmented_set(data["train"].select(range(8)), vocab, cfg.task, cfg.p_noise, 0)
+    batch = collate_actions([aug[i] for i in range(4)], bksp_id=vocab.bksp, pad_id=vocab.pad)
+    if arm == "bc_bksp":
+        return train_step_on_meta(bc_step, model, batch)
+    rollouts = collate_actions([aug[i] for i in range(4, 8)], bksp_id=vocab.bksp, pad_id=vocab.pad)  # CPU
+    step = SequenceMatchStep(rollouts=lambda: rollouts, eos_id=vocab.eos, allowed=vocab.allowed, beta=cfg.beta,
+                             alpha=cfg.alpha, gamma=cfg.gamma, lam=cfg.lam)
+    train_step_on_meta(step, model, batch)
+
+
+def test_sequencematch_generation_on_meta_reaches_its_first_value_read(sequencematch):
+    from seqnb.methods import sequencematch_experiment as ex
+
+    cfg, data, model, vocab = sequencematch
+    meta = copy.deepcopy(model).to(META)
+    prompts = data["test"]["prompt"][:2]
+    for seed in (None, 0):
+        assert on_meta(lambda: ex.generate(meta, vocab, prompts, cfg, temperature=1.0, seed=seed)) == "value read"
+
+
+# ------------------------------------------------------------------------------ 04 self-generated
+@pytest.fixture(scope="module")
+def selfgen(tmp_path_factory):
+    from seqnb.methods import self_generated_experiment as ex
+
+    cfg = resolve_config("04_self_generated_tokens", output_dir=str(tmp_path_factory.mktemp("g")), length=6,
+                         n_train=64, n_eval=8, batch_size=8, max_steps=16, n_layer=1, d_model=16, n_head=2)
+    task = ex.build_task(cfg)
+    model, _ = ex.build_model(cfg, 0)
+    return cfg, task, model
+
+
+@pytest.mark.parametrize("arm,alignment", [("tf", "position"), ("ss", "position"), ("bash", "position"),
+                                           ("rac", "position"), ("rac", "edit")])
+def test_self_generated_arms_step_on_meta(selfgen, arm, alignment):
+    from dataclasses import replace
+
+    from seqnb.methods import self_generated as sg
+    from seqnb.methods import self_generated_experiment as ex
+
+    cfg, task, model = selfgen
+    step = ex.make_step(arm, replace(cfg, rac_alignment=alignment), task)
+    step.step = cfg.max_steps  # late in training: eps > 0, so the arm mixes in its own tokens
+    n, T = len(task.train_rows), task.answer_len
+    step.regenerate = lambda m: (torch.randint(0, 10, (n, T), device=META), torch.full((n,), T, device=META))
+    batch = sg.collate(task.train_rows[:8], task.pad)
+    meta = copy.deepcopy(model).to(META).train()
+
+    def run():
+        step(meta, meta_batch(batch))[0].backward()
+
+    # the edit alignment runs its Levenshtein DP in Python, over values
+    assert on_meta(run) == ("value read" if alignment == "edit" else "finished")
+
+
+def test_self_generated_evaluation_on_meta_reaches_its_first_value_read(selfgen):
+    from seqnb.methods.self_generated_exposure import exposure, greedy_answers
+
+    cfg, task, model = selfgen
+    meta = copy.deepcopy(model).to(META)
+    rows = task.eval_rows[:4]
+    assert on_meta(lambda: greedy_answers(meta, [r["prompt"] for r in rows], task.answer_len, pad_id=task.pad,
+                                          allowed=task.allowed)) == "value read"
+    assert on_meta(lambda: exposure(meta, rows, pad_id=task.pad, allowed=task.allowed)) == "value read"
