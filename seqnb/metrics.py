@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from typing import Callable, Hashable, Iterable, Sequence
 
@@ -90,3 +91,20 @@ def _same_length(predictions: Sequence, references: Sequence) -> None:
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         raise ValueError("no references to score (empty dataset)")
+
+
+def gsm8k_final_answer(text: str) -> str | None:
+    """The final answer as GSM8K defines it: the number after the last `####` (commas and a trailing period
+    dropped), or None when the text has no `####` line."""
+    found = re.findall(r"####\s*(-?[\d,]*\.?\d+)", text)
+    return found[-1].replace(",", "") if found else None
+
+
+def gsm8k_accuracy(predictions: Sequence[str], gold_answers: Sequence[str]) -> float:
+    """Fraction of predictions whose final answer equals the reference's (given as `gsm8k_final_answer` of the
+    dataset's full answer); a prediction without a `####` line is wrong."""
+    _same_length(predictions, gold_answers)
+    if any(g is None for g in gold_answers):
+        raise ValueError("parameter 'gold_answers': every reference needs its final answer (the `####` line)")
+    finals = [gsm8k_final_answer(p) for p in predictions]
+    return sum(f is not None and float(f) == float(g) for f, g in zip(finals, gold_answers)) / len(gold_answers)

@@ -334,4 +334,16 @@ def test_text_task_path_with_local_model_and_dataset(tmp_path):
     task = ex.build_task(cfg, tok)
     assert all(r["answer"][-1] == tok.eos_token_id and len(r["answer"]) <= 24 for r in task.train_rows)
     assert all(len(r["prompt"]) <= 40 for r in task.train_rows)
-    assert ex._final_number("so 7 + 5 = 12\n#### 12") == "12"
+    assert all(r["final_answer"] is not None for r in task.eval_rows)  # from the full answer, not the cut one
+
+
+def test_gsm8k_metric_reads_the_final_answer_as_the_dataset_defines_it():
+    from seqnb.metrics import gsm8k_accuracy, gsm8k_final_answer
+
+    assert gsm8k_final_answer("so 7 + 5 = 12\n#### 12") == "12"
+    assert gsm8k_final_answer("#### 3 then\n#### 1,250.") == "1250"  # the last one; commas and a period dropped
+    assert gsm8k_final_answer("no final line, 12") is None
+    # an answer without `####` is wrong even where the (cut) reference lacks one too; 12.0 equals 12
+    assert gsm8k_accuracy(["x #### 12.0", "no line", "#### 5", "#### -3"], ["12", "7", "6", "-3"]) == 0.5
+    with pytest.raises(ValueError, match="gold_answers"):
+        gsm8k_accuracy(["#### 1"], [None])

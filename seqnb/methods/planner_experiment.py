@@ -97,11 +97,15 @@ def build_data(cfg: PlannerConfig, tokenizer=None) -> PlanData:
 
 
 def _hub_docs(cfg: PlannerConfig, tokenizer) -> dict[str, list[dict]]:
-    """Articles from the hub, each cut to its first whole sentences within cfg.max_tokens LM tokens."""
-    ds = load_hub_dataset(cfg.corpus, cfg.corpus_config or None, split="train", param="corpus")
-    ds = ds.shuffle(seed=cfg.kmeans_seed).select(range(min(len(ds), 2 * (cfg.n_train_docs + cfg.n_test_docs))))
+    """Articles from the hub, each cut to its first whole sentences within cfg.max_tokens LM tokens. Streamed:
+    only the shards that hold the articles used are read (English Wikipedia is about 11 GB of Parquet), shuffled
+    through a buffer of 10,000 articles."""
+    ds = load_hub_dataset(cfg.corpus, cfg.corpus_config or None, split="train", param="corpus", streaming=True)
+    if isinstance(ds, Dataset):  # a dataset saved with save_to_disk loads whole
+        ds = ds.to_iterable_dataset()
+    ds = ds.shuffle(seed=cfg.kmeans_seed, buffer_size=10_000).take(2 * (cfg.n_train_docs + cfg.n_test_docs))
     docs = []
-    for text in ds["text"]:
+    for text in (row["text"] for row in ds):
         sents, used = [], 1
         for s in split_sentences(text.replace("\n", " ")):
             used += len(tokenizer(" " + s, add_special_tokens=False)["input_ids"])

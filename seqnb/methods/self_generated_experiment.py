@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -20,6 +19,7 @@ import torch
 import transformers
 from datasets import Dataset
 
+from ..metrics import gsm8k_accuracy, gsm8k_final_answer, rouge
 from ..models import build_decoder, load_pretrained
 from ..presets.self_generated_tokens import SelfGeneratedConfig
 from ..embedders import transformer_embedder
@@ -86,6 +86,9 @@ def build_task(cfg: SelfGeneratedConfig, tokenizer=None) -> TaskData:
     train_ds = train_ds.select(range(min(cfg.n_train, len(train_ds))))
     eval_ds = eval_ds.select(range(min(cfg.n_eval, len(eval_ds))))
     rows = [_encode([fmt(r) for r in d], tokenizer, eos=tokenizer.eos_token_id, cfg=cfg) for d in (train_ds, eval_ds)]
+    if cfg.task == "gsm8k":
+        for row, raw in zip(rows[1], eval_ds):
+            row["final_answer"] = gsm8k_final_answer(raw["answer"])
     return TaskData(tokenizer, rows[0], rows[1], tokenizer.pad_token_id, tokenizer.eos_token_id, None,
                     cfg.max_answer_len)
 
@@ -193,19 +196,12 @@ def final_metrics(model, cfg: SelfGeneratedConfig, task: TaskData, embed=None) -
         d = embedding_distance(gen_text, ref_text, embed)
         out[f"{embedder_key(cfg.embedder)}_dist"] = float(d.mean())
         out["dist_per_example"] = d.tolist()
-    if cfg.task == "gsm8k":
-        out["gsm8k_acc"] = float(np.mean([_final_number(g) == _final_number(r) for g, r in zip(gen_text, ref_text)]))
+    if cfg.task == "gsm8k":  # against the dataset's own final answer (the truncated reference may lack it)
+        out["gsm8k_acc"] = gsm8k_accuracy(gen_text, [r["final_answer"] for r in task.eval_rows])
     if cfg.task == "xsum":
-        from ..metrics import rouge
-
         out["rougeL"] = rouge(gen_text, ref_text)["rougeL"]
     out["generations"] = gen_text
     return out
-
-
-def _final_number(text: str) -> str | None:
-    m = re.search(r"####\s*(-?[\d,\.]+)", text)
-    return m[1].replace(",", "").rstrip(".") if m else None
 
 
 def embedder_key(name: str) -> str:
