@@ -99,11 +99,20 @@ def notebook_specs() -> dict[str, NotebookSpec]:
     return dict(_REGISTRY)
 
 
-def resolve_config(notebook: str, preset: str = "tiny", **params: Any) -> RunConfig:
+def resolve_config(notebook: str, preset: str = "tiny", overrides: dict[str, Any] | None = None,
+                   **params: Any) -> RunConfig:
     """Preset values, then the caller's non-None overrides; validated and frozen.
 
     `None` means "keep the preset's value", so a parameters cell can list optional overrides as None.
+    `overrides` sets any other field by name (a notebook's `config` parameter, e.g. `-p config "{'n_train': 64}"`).
     """
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError("config", f"expected a dict of config fields, got {overrides!r}",
+                          "pass e.g. -p config \"{'n_train': 64}\"")
+    twice = sorted(k for k in overrides or {} if params.get(k) is not None)
+    if twice:
+        raise ConfigError(twice[0], "given both as a notebook parameter and in `config`", "give it once")
+    params = {**params, **(overrides or {})}
     specs = notebook_specs()
     if notebook not in specs:
         raise ConfigError("notebook", f"unknown notebook {notebook!r}", f"use one of {sorted(specs)}")

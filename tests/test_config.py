@@ -70,3 +70,14 @@ def test_a_list_for_a_tuple_field_becomes_a_tuple(tmp_path):
     cfg = resolve_config("01_warmup_generations", output_dir=str(tmp_path), n_sweep=[1, 2], probe_steps=[0, 5])
     assert cfg.n_sweep == (1, 2) and cfg.probe_steps == (0, 5)
     hash(cfg)  # still frozen and hashable
+
+
+def test_config_parameter_sets_any_field_once():
+    cfg = resolve_config("00_quickstart", overrides={"n_train": 64, "dropout": 0.1}, max_steps=5)
+    assert (cfg.n_train, cfg.dropout, cfg.max_steps) == (64, 0.1, 5)
+    with pytest.raises(ConfigError, match="'max_steps': given both"):
+        resolve_config("00_quickstart", overrides={"max_steps": 3}, max_steps=5)
+    with pytest.raises(ConfigError, match="'config': expected a dict"):
+        resolve_config("00_quickstart", overrides="n_train=64")
+    with pytest.raises(ConfigError, match="'n_trian': not a parameter"):
+        resolve_config("00_quickstart", overrides={"n_trian": 64})
