@@ -1,14 +1,26 @@
-"""seqnb.encoders: pooling, masks, model classes, losses, evaluation, data and explorer (notebook 05)."""
+"""seqnb.encoders: pooling, masks, model classes, losses, evaluation, data and explorer (notebook 05), and an
+offline rehearsal of the paper preset on tiny local copies of GLUE and MS MARCO in the hub's layout."""
 
+import gc
+import math
+import random
+import weakref
+from types import SimpleNamespace
+
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, Gemma2Config, Gemma3ForCausalLM, Gemma3TextConfig
+import yaml
+from datasets import ClassLabel, Dataset, Features, Sequence, Value
+from transformers import AutoModel, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
 
 from seqnb.config import ConfigError, resolve_config
 from seqnb.encoders import GemmaEncoderConfig, GemmaEncoderModel, Pooler, mask_matrix, probe_influence, set_attention
+from seqnb.encoders import experiment as ex
+from seqnb.encoders import paper
 from seqnb.encoders.data import EncoderCollator, lm_stream, sentence_position_set
-from seqnb.encoders.evaluation import group_mrr, retrieval_metrics
+from seqnb.encoders.evaluation import classification_metrics, group_mrr, regression_metrics, retrieval_metrics
 from seqnb.encoders.experiment import Arm, default_arms
 from seqnb.encoders.explorer import PairExplorer, compare, comparison_html
 from seqnb.encoders.losses import classification_loss, in_batch_contrastive_loss, listwise_loss, regression_loss
@@ -289,3 +301,296 @@ def test_explorer_shows_topics_and_similarity():
     assert sum(c.probabilities[0].values()) == pytest.approx(1.0)
     w = PairExplorer(lambda a, b: comparison_html(compare(a, b, classifier, embedder, tok, ["business", "sport"], 16)))
     assert "similarity" in w.ask("the team won", "stocks fell") and "both boxes" in w.ask("", "x")
+
+
+# --- the paper preset, rehearsed offline ---------------------------------------------------------------------------
+# Local copies of nyu-mll/glue and microsoft/ms_marco (v1.1) in the hub repositories' own layout:
+# `<config>/<split>-00000-of-00001.parquet` plus a README whose `configs` map each config's splits to its files,
+# with each config's columns and label names from the dataset cards. (These writers may move to a shared module.)
+
+GLUE_CARD = {  # config: (text columns, label names or None for STS-B's float score, splits)
+    "cola": (("sentence",), ["unacceptable", "acceptable"], ("train", "validation", "test")),
+    "sst2": (("sentence",), ["negative", "positive"], ("train", "validation", "test")),
+    "mrpc": (("sentence1", "sentence2"), ["not_equivalent", "equivalent"], ("train", "validation", "test")),
+    "qqp": (("question1", "question2"), ["not_duplicate", "duplicate"], ("train", "validation", "test")),
+    "stsb": (("sentence1", "sentence2"), None, ("train", "validation", "test")),
+    "mnli": (("premise", "hypothesis"), ["entailment", "neutral", "contradiction"],
+             ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched")),
+    "qnli": (("question", "sentence"), ["entailment", "not_entailment"], ("train", "validation", "test")),
+    "rte": (("sentence1", "sentence2"), ["entailment", "not_entailment"], ("train", "validation", "test")),
+}
+MSMARCO_FEATURES = Features({
+    "answers": Sequence(Value("string")),
+    "passages": Sequence({"is_selected": Value("int32"), "passage_text": Value("string"), "url": Value("string")}),
+    "query": Value("string"), "query_id": Value("int32"), "query_type": Value("string"),
+    "wellFormedAnswers": Sequence(Value("string")),
+})
+WORDS = ("the a film bank shares fell rose team won cup what is how many who said was not very good bad it "
+         "this that rates market game players city police new year people").split()
+PAPER_TASKS = ("sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "msmarco")
+
+
+def sentence(rng: random.Random, n: int = 6) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(n - 2, n + 2))) + " ."
+
+
+def write_hub_repo(root, configs: dict[str, dict[str, Dataset]]) -> str:
+    """A dataset repository as `hf download --repo-type dataset` leaves it: parquet files per config and split,
+    and the README `configs` block that `datasets.load_dataset(root, config)` reads."""
+    card = []
+    for config, splits in configs.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        for split, rows in splits.items():
+            rows.to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
+        card.append({"config_name": config,
+                     "data_files": [{"split": split, "path": f"{config}/{split}-*"} for split in splits]})
+    (root / "README.md").write_text("---\n" + yaml.safe_dump({"configs": card}, sort_keys=False) + "---\n")
+    return str(root)
+
+
+def glue_rows(config: str, split: str, n: int, rng: random.Random) -> Dataset:
+    columns, names, _ = GLUE_CARD[config]
+    test = split.startswith("test")  # GLUE's test labels are hidden: -1
+    if names is None:
+        labels, label_feature = [-1.0 if test else round(rng.uniform(0, 5), 2) for _ in range(n)], Value("float32")
+    else:
+        labels = [-1 if test else i % len(names) for i in range(n)]
+        label_feature = ClassLabel(names=names)
+    features = Features({**{c: Value("string") for c in columns}, "label": label_feature, "idx": Value("int32")})
+    return Dataset.from_dict({**{c: [sentence(rng) for _ in range(n)] for c in columns}, "label": labels,
+                              "idx": list(range(n))}, features=features)
+
+
+def msmarco_rows(n: int, rng: random.Random) -> Dataset:
+    """MS MARCO v1.1 rows: a query and its ~10 Bing passages, usually one or two selected; the last row has none
+    selected (the loader must drop it)."""
+    rows = []
+    for i in range(n):
+        k = rng.randint(9, 10)
+        selected = [0] * k
+        if i < n - 1:
+            for j in rng.sample(range(k), rng.randint(1, 2)):
+                selected[j] = 1
+        rows.append({
+            "answers": [sentence(rng, 4)], "query": sentence(rng, 5).rstrip(" ."), "query_id": 1000 + i,
+            "query_type": rng.choice(["DESCRIPTION", "NUMERIC", "ENTITY"]), "wellFormedAnswers": [],
+            "passages": {"is_selected": selected, "passage_text": [sentence(rng, 12) for _ in range(k)],
+                         "url": [f"http://example.com/{i}/{j}" for j in range(k)]},
+        })
+    return Dataset.from_list(rows, features=MSMARCO_FEATURES)
+
+
+def write_glue(root) -> str:
+    rng = random.Random(0)
+    sizes = {"train": 12, "validation": 6, "validation_matched": 6, "validation_mismatched": 6}
+    return write_hub_repo(root, {config: {split: glue_rows(config, split, sizes.get(split, 4), rng) for split in splits}
+                                 for config, (_, _, splits) in GLUE_CARD.items()})
+
+
+def write_msmarco(root) -> str:
+    rng = random.Random(1)
+    return write_hub_repo(root, {"v1.1": {"train": msmarco_rows(9, rng), "validation": msmarco_rows(5, rng),
+                                          "test": msmarco_rows(3, rng)}})
+
+
+def write_tiny_gemma2(root) -> str:
+    """A random 2-layer Gemma 2 decoder (eager attention) and a word tokenizer, saved as a model folder."""
+    from seqnb.tokenizers import word_tokenizer
+
+    tok = word_tokenizer([" ".join(WORDS)] * 2, vocab_size=200)
+    config = Gemma2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=8, intermediate_size=64, query_pre_attn_scalar=8,
+                          max_position_embeddings=256, sliding_window=16, pad_token_id=tok.pad_token_id,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, attn_implementation="eager")
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(config).save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def paper_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper")
+    with pytest.MonkeyPatch.context() as mp:  # keep the Arrow caches of these folders out of ~/.cache
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", root / "hf_cache")
+        yield SimpleNamespace(model=write_tiny_gemma2(root / "gemma2"), glue=write_glue(root / "glue"),
+                              msmarco=write_msmarco(root / "ms_marco"))
+
+
+def checkpointed(model) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def paper_config(task: str, tmp_path, **overrides):
+    values = dict(task=task, device="cpu", precision="bf16", output_dir=str(tmp_path / task), max_len=48,
+                  num_threads=2, max_steps=1, lr=1e-3, warmup_steps=0)
+    return resolve_config("05_gemma_encoder", "paper", **{**values, **overrides})
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_preset_rehearsal_load_collate_one_step_and_metric(task, paper_assets, tmp_path):
+    """Each task of the paper preset, end to end on the local folders: `paper.hub_setup` (dataset_dir), the
+    training collator, one optimizer step (4 micro-batches, gradient checkpointing, bf16 autocast on the CPU) and
+    the task's headline metric."""
+    data_dir = paper_assets.msmarco if task == "msmarco" else paper_assets.glue
+    cfg = paper_config(task, tmp_path, model_name=paper_assets.model, dataset_dir=data_dir)
+    assert (cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing) == (8, 4, True)
+    decoder, tokenizer, sets = paper.hub_setup(cfg)
+    assert decoder.dtype == torch.float32 and type(decoder).__name__ == "Gemma2ForCausalLM"
+    if task == "msmarco":
+        assert len(sets["train"]) == 8 and len(sets["test"]) == 4  # the query without a selected passage is dropped
+        assert all(len(g) == cfg.group_size for g in sets["train"]["input_ids"])
+    else:
+        assert len(sets["train"]) == 12 and len(sets["test"]) == 6
+    arm = Arm("bidirectional", "mean")
+    batch = EncoderCollator(tokenizer.pad_token_id, min_len=ex.training_cut(arm, cfg))(
+        [sets["train"][i] for i in range(2)])
+    rows = 2 * cfg.group_size if task == "msmarco" else 2
+    assert batch["input_ids"].shape[0] == rows and batch["attention_mask"].sum(-1).min() > 3
+    before = decoder.model.layers[0].mlp.down_proj.weight.detach().clone()
+    run = ex.fine_tune(arm, decoder, tokenizer, sets, cfg, seed=0)
+    assert checkpointed(run.model.backbone)
+    assert not torch.equal(run.model.backbone.layers[0].mlp.down_proj.weight.detach(), before)  # it trained
+    assert math.isfinite(run.history.last("loss"))
+    checkpoints = list((cfg.run_dir / "checkpoints").glob("*/step_*"))
+    assert len(checkpoints) == 1  # one checkpoint per arm
+    metrics = ex.evaluate_arm(arm, run.model, tokenizer, sets)
+    headline = ex.main_metric(cfg)
+    assert headline == {"cola": "mcc", "stsb": "pearson", "msmarco": "mrr10"}.get(task, "acc")
+    assert math.isfinite(metrics[headline])
+
+
+def test_paper_dataset_dir_save_to_disk_copy_and_wrong_task(paper_assets, tmp_path):
+    """The offline advice (`load_dataset(...).save_to_disk(DIR)`, then -p dataset_dir DIR) works, and a copy of
+    another task is refused naming dataset_dir."""
+    saved = str(tmp_path / "rte_copy")
+    datasets.load_dataset(paper_assets.glue, "rte").save_to_disk(saved)
+    _, _, sets = paper.hub_setup(paper_config("rte", tmp_path, model_name=paper_assets.model, dataset_dir=saved))
+    assert len(sets["train"]) == 12
+    with pytest.raises(ConfigError, match="dataset_dir"):
+        paper.hub_setup(paper_config("qqp", tmp_path, model_name=paper_assets.model, dataset_dir=saved))
+
+
+def test_paper_offline_error_names_dataset_dir(paper_assets, tmp_path):
+    with pytest.raises(Exception, match="dataset_dir") as info:
+        paper.hub_setup(paper_config("sst2", tmp_path, model_name=paper_assets.model))
+    assert "'task'" not in str(info.value)
+
+
+def test_paper_training_collator_never_cuts_a_pair(monkeypatch, tmp_path):
+    """B1: only the BBC topic arms are cut at training time; every paper arm keeps both sentences of a pair."""
+    from seqnb.tokenizers import word_tokenizer
+
+    first, second = " ".join(["alpha"] * 30), " ".join(["omega"] * 30)  # the second sentence comes last
+    tok = word_tokenizer([first, second], vocab_size=20)
+    pair = {"input_ids": paper.encode_texts([f"{first}\n{second}"], tok, 256)[0], "labels": 1}
+    sets = {"train": Dataset.from_list([pair] * 8), "test": Dataset.from_list([pair, {**pair, "labels": 0}])}
+    collators = []
+    monkeypatch.setattr(ex, "train", lambda model, data, cfg, *, collate_fn, **kw: collators.append(collate_fn))
+    cfg = paper_config("mrpc", tmp_path)
+    decoder = tiny_gemma3()
+    for arm in default_arms(cfg):
+        ex.fine_tune(arm, decoder, tok, sets, cfg, seed=0)
+    assert len(collators) == len(default_arms(cfg)) >= 10
+    omega = tok.convert_tokens_to_ids("omega")
+    for collate in collators:
+        for _ in range(5):  # batches of different content draw different cuts (when cutting)
+            batch = collate([pair] * 8)
+            assert batch["attention_mask"].sum(-1).tolist() == [len(pair["input_ids"])] * 8
+            assert (batch["input_ids"] == omega).sum(-1).tolist() == [30] * 8
+            pair = {**pair, "labels": 1 - pair["labels"]}
+    tiny = resolve_config("05_gemma_encoder", "tiny", output_dir=str(tmp_path / "tiny"))
+    assert ex.training_cut(Arm("bidirectional", "mean"), tiny) == tiny.min_len  # the BBC exercise still cuts
+    assert ex.training_cut(Arm("bidirectional", "mean", task="regress"), tiny) is None
+
+
+def test_gradient_checkpointing_flag_reaches_the_backbone(tmp_path):
+    sets = {"train": Dataset.from_dict({"labels": [0, 1]}), "test": Dataset.from_dict({"labels": [1, 0]})}
+    arm = Arm("bidirectional", "mean")
+    on = ex.build_encoder(arm, tiny_gemma3(), sets, paper_config("sst2", tmp_path))
+    assert checkpointed(on.backbone) and on.backbone.layers[0].gradient_checkpointing
+    tiny = resolve_config("05_gemma_encoder", "tiny", output_dir=str(tmp_path / "tiny"))
+    assert not checkpointed(ex.build_encoder(arm, tiny_gemma3(), sets, tiny).backbone)
+    # a checkpointed bidirectional backbone gives the same gradients as a plain one
+    ids = torch.tensor([[1, 5, 6, 7, 8], [1, 9, 10, 0, 0]])
+    grads = []
+    for flag in (False, True):
+        model = ex.build_encoder(arm, tiny_gemma3(), sets, paper_config("sst2", tmp_path, gradient_checkpointing=flag))
+        model.train()
+        model(ids, (ids > 0).long(), labels=torch.tensor([0, 1])).loss.backward()
+        grads.append(model.backbone.layers[0].self_attn.q_proj.weight.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def live_optimizers() -> set[int]:
+    return {id(o) for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)}
+
+
+def test_finished_arms_are_freed_and_kept_models_live_on_the_cpu(monkeypatch, tmp_path):
+    """B4: with the cyclic GC off, every finished arm's model is gone when `run_grid` returns (accelerate's bf16
+    forward wrapper is a reference cycle), except the kept one, which is on the CPU."""
+    rng = random.Random(0)
+    rows = [{"input_ids": [1] + [rng.randrange(2, 40) for _ in range(rng.randint(8, 12))], "labels": i % 2}
+            for i in range(16)]
+    sets = {"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:6])}
+    cfg = resolve_config("05_gemma_encoder", "tiny", output_dir=str(tmp_path), device="cpu", precision="bf16",
+                         seeds=(0,), max_steps=1, batch_size=4, warmup_steps=0)
+    alive, fine_tune = {}, ex.fine_tune
+
+    def tracked(arm, *args, **kwargs):
+        run = fine_tune(arm, *args, **kwargs)
+        alive[arm.name] = weakref.ref(run.model)
+        assert "forward" in vars(run.model)  # the bf16 wrapper this test is about
+        return run
+
+    monkeypatch.setattr(ex, "fine_tune", tracked)
+    arms = [Arm("causal", "mean"), Arm("bidirectional", "mean"), Arm("causal", "last_k1")]
+    gc.collect()
+    gc.disable()
+    try:
+        optimizers_before = live_optimizers()
+        grid = ex.run_grid(arms, tiny_gemma3(), SimpleNamespace(pad_token_id=0), sets, cfg,
+                           keep=("bidirectional|mean",))
+        assert alive["causal|mean"]() is None and alive["causal|last_k1"]() is None
+        # and no arm's AdamW state (twice the model's size) outlives its arm
+        assert live_optimizers() <= optimizers_before
+        kept = grid.models["bidirectional|mean"]
+        assert alive["bidirectional|mean"]() is kept and kept.device.type == "cpu" and "forward" not in vars(kept)
+    finally:
+        gc.enable()
+    assert set(grid.scores) == {"causal|mean", "bidirectional|mean", "causal|last_k1",
+                                "causal|last_k1|train=right|eval=left"}
+
+
+def test_metrics_accept_low_precision_tensors_and_cola_reports_mcc(tmp_path):
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.bfloat16)
+    out = classification_metrics(logits, [0, 1, 1])
+    assert out["acc"] == pytest.approx(2 / 3) and "mcc" in out
+    scores = torch.tensor([[0.1], [0.5], [0.9]], dtype=torch.bfloat16)
+    assert regression_metrics(scores, [0.0, 0.4, 1.0])["pearson"] > 0.9
+    assert ex.main_metric(paper_config("cola", tmp_path)) == "mcc"
+    assert ex.main_metric(paper_config("sst2", tmp_path)) == "acc"
+
+
+def test_paper_parameters_reach_the_config(tmp_path):
+    cfg = paper_config("msmarco", tmp_path, batch_size=2, grad_accum=16, max_len=128, min_len=4, padding_side="left",
+                       num_probes=8, dataset_dir="/data/ms_marco")
+    assert (cfg.batch_size, cfg.grad_accum, cfg.max_len, cfg.padding_side, cfg.num_probes, cfg.dataset_dir) == \
+        (2, 16, 128, "left", 8, "/data/ms_marco")
+    assert ex.training_cut(Arm("bidirectional", "mean"), cfg) is None  # min_len is the BBC exercise only
+
+
+def test_padding_side_parameter_sets_the_side_of_every_default_arm(tmp_path):
+    right = resolve_config("05_gemma_encoder", "tiny", output_dir=str(tmp_path), full_grid=True)
+    left = resolve_config("05_gemma_encoder", "tiny", output_dir=str(tmp_path), full_grid=True, padding_side="left")
+    right_arms, left_arms = default_arms(right), default_arms(left)
+    own = [a.name for a in right_arms if "train=" not in a.name]
+    assert own == [a.name for a in left_arms if "train=" not in a.name] and len(own) == len(right_arms) - 3
+    assert len({a.name for a in left_arms}) == len(left_arms)
+    mismatch = {a.name: (a.padding_side, a.eval_padding_side or a.padding_side)
+                for a in left_arms if "train=" in a.name}
+    assert mismatch == {"causal|last_naive|train=right|eval=right": ("right", "right"),
+                        "causal|last_naive|train=right|eval=left": ("right", "left"),
+                        "causal|last_k1|train=right|eval=left": ("right", "left")}
+    assert all(a.padding_side == "left" for a in left_arms if "train=" not in a.name)
+    assert all(a.padding_side == "right" for a in right_arms if "train=" not in a.name)

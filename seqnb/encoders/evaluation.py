@@ -29,7 +29,8 @@ def predict(model: torch.nn.Module, data: Dataset, collator: EncoderCollator, *,
 
 
 def classification_metrics(logits: torch.Tensor, labels: list[int]) -> dict[str, float]:
-    pred, gold = logits.argmax(-1).numpy(), np.asarray(labels)
+    """Accuracy; for two classes also F1 and Matthews correlation (`mcc`, GLUE's metric for CoLA)."""
+    pred, gold = logits.argmax(-1).cpu().numpy(), np.asarray(labels)
     out = {"acc": float((pred == gold).mean())}
     if logits.shape[-1] == 2:
         out["f1"] = float(f1_score(gold, pred))
@@ -38,7 +39,7 @@ def classification_metrics(logits: torch.Tensor, labels: list[int]) -> dict[str,
 
 
 def regression_metrics(scores: torch.Tensor, targets: list[float]) -> dict[str, float]:
-    s = scores.reshape(-1).numpy()
+    s = scores.detach().reshape(-1).float().cpu().numpy()
     return {"pearson": float(pearsonr(s, targets)[0]), "spearman": float(spearmanr(s, targets)[0])}
 
 

@@ -4,8 +4,10 @@ fine-tuning run per arm (mask × pooling × dropout × padding side), every run 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from datasets import Dataset
@@ -31,7 +33,8 @@ RANKING_MARGIN = 0.05  # mean − last MRR@10 of the tiny bi-encoder: +0.08 and 
 class Arm:
     """One fine-tuning run. `pooling` is a strategy name with K appended for first_k/last_k ("first_k1").
     `task`: "classify" (topics, accuracy), "regress" (sentence position, Pearson) or "retrieve" (title → article
-    bi-encoder, MRR@10)."""
+    bi-encoder, MRR@10). `run_side` is the run's padding side (`cfg.padding_side`): the name states the training
+    and evaluation sides only when either differs from it."""
 
     attention: str
     pooling: str
@@ -39,13 +42,14 @@ class Arm:
     padding_side: str = "right"
     eval_padding_side: str | None = None  # None: as in training
     task: str = "classify"
+    run_side: str = "right"
 
     @property
     def name(self) -> str:
         parts = [TASK_PREFIX[self.task]] if self.task in TASK_PREFIX else []
         parts += [self.attention, self.pooling] + ([f"p{self.dropout:g}"] if self.dropout else [])
         eval_side = self.eval_padding_side or self.padding_side
-        if (self.padding_side, eval_side) != ("right", "right"):
+        if (self.padding_side, eval_side) != (self.run_side, self.run_side):
             parts += [f"train={self.padding_side}", f"eval={eval_side}"]
         return "|".join(parts)
 
@@ -55,32 +59,41 @@ class Arm:
         return dict(attention=self.attention, pooling=pooling, pooling_k=k, encoder_dropout=self.dropout)
 
 
+def other_side(side: str) -> str:
+    return "left" if side == "right" else "right"
+
+
 def default_arms(cfg: GemmaEncoderRunConfig) -> list[Arm]:
     """mask × pooling_grid; dropout on bidirectional/mean; naive last-index pooling; with `full_grid` the padding
-    mismatch arms; with `regression` the sentence-position arms (mean pooling, both masks); with `retrieval` the
-    bi-encoder arms (mean vs last token, both masks in the full grid)."""
+    mismatch arms (trained on the other side); with `regression` the sentence-position arms (mean pooling, both
+    masks); with `retrieval` the bi-encoder arms (mean vs last token, both masks in the full grid). Every arm pads
+    on `cfg.padding_side` unless it is a mismatch arm."""
+    side, other = cfg.padding_side, other_side(cfg.padding_side)
+    arm = partial(Arm, padding_side=side, run_side=side)
     masks = ("causal", "bidirectional")
     poolings = list(cfg.pooling_grid) + [p for p in FULL_GRID_POOLINGS if cfg.full_grid and p not in cfg.pooling_grid]
-    arms = [Arm(mask, pooling) for pooling in poolings for mask in masks]
-    arms += [Arm("bidirectional", "mean", dropout=p) for p in cfg.dropout_grid if p > 0]
-    arms.append(Arm("causal", "last_naive"))
+    arms = [arm(mask, pooling) for pooling in poolings for mask in masks]
+    arms += [arm("bidirectional", "mean", dropout=p) for p in cfg.dropout_grid if p > 0]
+    arms.append(arm("causal", "last_naive"))
     if cfg.full_grid:
-        arms += [Arm("causal", "last_naive", padding_side="left", eval_padding_side=side) for side in ("left", "right")]
-        arms += [Arm("causal", "last_k1", padding_side="left", eval_padding_side="right")]
+        arms += [arm("causal", "last_naive", padding_side=other, eval_padding_side=s) for s in (other, side)]
+        arms += [arm("causal", "last_k1", padding_side=other, eval_padding_side=side)]
     if cfg.regression:
-        arms += [Arm(mask, "mean", task="regress") for mask in masks]
+        arms += [arm(mask, "mean", task="regress") for mask in masks]
     if cfg.retrieval:
         for mask in masks if cfg.full_grid else ("bidirectional",):
-            arms += [Arm(mask, pooling, task="retrieve") for pooling in ("mean", "last_k1")]
+            arms += [arm(mask, pooling, task="retrieve") for pooling in ("mean", "last_k1")]
     return arms
 
 
-SELECTION_FIELDS = ("seeds", "full_grid", "regression", "retrieval", "real_backbone", "pooling_grid", "dropout_grid")
+SELECTION_FIELDS = ("seeds", "full_grid", "regression", "retrieval", "real_backbone", "pooling_grid", "dropout_grid",
+                    "gradient_checkpointing")
 
 
 def training_config(cfg: GemmaEncoderRunConfig, **values) -> GemmaEncoderRunConfig:
-    """`cfg` with `values`, and with the fields that only choose which arms run reset to their defaults: a
-    finished run's checkpoint is then reused (not refused) when the grid or the seed list grows."""
+    """`cfg` with `values`, and with the fields that only choose which arms run (or, gradient checkpointing, only
+    trade memory for time) reset to their defaults: a finished run's checkpoint is then reused (not refused) when
+    the grid or the seed list grows."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name in SELECTION_FIELDS}
     return dataclasses.replace(cfg, **defaults, **values)
 
@@ -137,22 +150,48 @@ def contrastive_step(temperature: float):
     return step
 
 
+def training_cut(arm: Arm, cfg: GemmaEncoderRunConfig) -> int | None:
+    """The collator's `min_len` at training time: BBC topic arms are cut to random lengths (the tiny preset's
+    padding exercise); GLUE and MS MARCO examples, sentence positions and retrieval pairs are kept whole (a cut
+    would drop the second sentence of a pair, or the passage of a query)."""
+    return cfg.min_len if cfg.task == "bbc" and arm.task == "classify" else None
+
+
+def build_encoder(arm: Arm, decoder: PreTrainedModel, sets: dict[str, Dataset],
+                  cfg: GemmaEncoderRunConfig) -> GemmaEncoderModel:
+    """The arm's encoder on `decoder`'s weights with a fresh head; with `cfg.gradient_checkpointing` the backbone
+    recomputes its activations in the backward pass (non-reentrant, so the dropout hooks replay the same masks)."""
+    kind = {"retrieve": "embedding", "regress": "regression"}.get(arm.task, head_type(cfg.task))
+    # classes: the largest label seen + 1 (a small evaluation split need not contain every class)
+    num_labels = 1 + max(max(sets["train"]["labels"]), max(sets["test"]["labels"])) if kind == "classification" else 1
+    model = GemmaEncoderModel.from_decoder(
+        decoder, head_type=kind, num_labels=int(num_labels), num_probes=cfg.num_probes, group_size=cfg.group_size,
+        **arm.encoder_kwargs())
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model.backbone)
+    return model
+
+
+def enable_checkpointing(backbone: PreTrainedModel) -> None:
+    """HF gradient checkpointing, non-reentrant (`activation_checkpointing_enable` is transformers 5.23's name for
+    `gradient_checkpointing_enable`, which is now its deprecated alias)."""
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def fine_tune(arm: Arm, decoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: dict[str, Dataset],
               cfg: GemmaEncoderRunConfig, seed: int) -> TrainResult:
-    """One arm at one seed: the decoder's weights, the arm's mask/pooling/dropout, a fresh head."""
+    """One arm at one seed: the decoder's weights, the arm's mask/pooling/dropout, a fresh head. A GLUE / MS
+    MARCO arm writes one checkpoint, at its end (`ckpt_every` is raised to `max_steps`): a 2B model's checkpoint
+    with its optimizer state is about 31 GB."""
     torch.manual_seed(seed)
     retrieve = arm.task == "retrieve"
-    kind = {"retrieve": "embedding", "regress": "regression"}.get(arm.task, head_type(cfg.task))
-    num_labels = len(set(sets["test"]["labels"])) if kind == "classification" else 1
-    model = GemmaEncoderModel.from_decoder(
-        decoder, head_type=kind, num_labels=num_labels, num_probes=cfg.num_probes, group_size=cfg.group_size,
-        **arm.encoder_kwargs())
-    cut = cfg.min_len if arm.task == "classify" else None  # sentences and retrieval pairs are kept whole
-    collate = EncoderCollator(tokenizer.pad_token_id, arm.padding_side, min_len=cut)
+    model = build_encoder(arm, decoder, sets, cfg)
+    collate = EncoderCollator(tokenizer.pad_token_id, arm.padding_side, min_len=training_cut(arm, cfg))
     step = contrastive_step(cfg.temperature) if retrieve else sft_step
     name = arm.name.replace("|", "__") + f"__seed{seed}"
     train_set = sets[{"retrieve": "retrieval_train", "regress": "position_train"}.get(arm.task, "train")]
-    return train(model, train_set, training_config(cfg, seed=seed),
+    ckpt_every = cfg.ckpt_every if cfg.task == "bbc" else max(cfg.ckpt_every, cfg.max_steps)
+    return train(model, train_set, training_config(cfg, seed=seed, ckpt_every=ckpt_every),
                  collate_fn=collate, step_fn=step, name=name)
 
 
@@ -178,6 +217,9 @@ def evaluate_arm(arm: Arm, model: GemmaEncoderModel, tokenizer: PreTrainedTokeni
 
 
 def main_metric(cfg: GemmaEncoderRunConfig) -> str:
+    """The headline metric: accuracy, Pearson, MRR@10; CoLA's is Matthews correlation (GLUE's metric for it)."""
+    if cfg.task == "cola":
+        return "mcc"
     return {"classification": "acc", "regression": "pearson", "ranking": "mrr10"}[head_type(cfg.task)]
 
 
@@ -202,21 +244,42 @@ class GridResult:
         return out
 
 
+def release(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo accelerate's mixed-precision forward wrapper on a finished model (`model.forward` bound to the model
+    itself: a reference cycle that keeps a dropped model alive until the cyclic GC runs); returns the model."""
+    for attr in ("forward", "_original_forward"):
+        model.__dict__.pop(attr, None)
+    return model
+
+
+def free_memory() -> None:
+    """Collect dropped models now (not at the cyclic GC's leisure) and return CUDA's cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_grid(arms: list[Arm], decoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
              sets: dict[str, Dataset], cfg: GemmaEncoderRunConfig, keep: tuple[str, ...] = ()) -> GridResult:
-    """Fine-tune and evaluate every arm at every seed. Last-token arms trained with right padding are also
-    evaluated with left padding (no extra training): the train/serve padding mismatch."""
+    """Fine-tune and evaluate every arm at every seed. Last-token arms trained on the run's padding side are
+    also evaluated with the other side (no extra training): the train/serve padding mismatch. Only one arm's model is
+    alive at a time: each is dropped after evaluation (GPU memory returned), except the last seed's model of the
+    arms in `keep`, which is kept on the CPU for later cells."""
     grid = GridResult({}, {}, {})
     for arm in arms:
         for seed in cfg.seeds:
             run = fine_tune(arm, decoder, tokenizer, sets, cfg, seed)
             grid.scores.setdefault(arm.name, []).append(evaluate_arm(arm, run.model, tokenizer, sets))
-            if arm.task == "classify" and arm.pooling in ("last_naive", "last_k1") and arm.padding_side == "right":
-                flipped = dataclasses.replace(arm, eval_padding_side="left")
+            if arm.task == "classify" and arm.pooling in ("last_naive", "last_k1") and arm.padding_side == arm.run_side:
+                flipped = dataclasses.replace(arm, eval_padding_side=other_side(arm.padding_side))
                 grid.scores.setdefault(flipped.name, []).append(evaluate_arm(flipped, run.model, tokenizer, sets))
-        grid.histories[arm.name] = run.history
-        if arm.name in keep:
-            grid.models[arm.name] = run.model
+            grid.histories[arm.name] = run.history
+            model = release(run.model)
+            del run
+            if arm.name in keep and seed == cfg.seeds[-1]:
+                grid.models[arm.name] = model.to("cpu")
+            del model
+            free_memory()
     return grid
 
 

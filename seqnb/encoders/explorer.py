@@ -30,8 +30,12 @@ def compare(text_a: str, text_b: str, classifier: GemmaEncoderModel, embedder: G
     ids = tokenizer([text_a, text_b], truncation=True, max_length=max_len)["input_ids"]
     batch = EncoderCollator(tokenizer.pad_token_id)([{"input_ids": x} for x in ids])
     classifier.eval(), embedder.eval()
-    probs = classifier(**batch).logits.softmax(-1)
-    emb = embedder(**batch).logits
+
+    def run(model: GemmaEncoderModel) -> torch.Tensor:  # the batch on the model's device, the output on the CPU
+        return model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()
+
+    probs = run(classifier).softmax(-1)
+    emb = run(embedder)
     tables = tuple({name: float(p) for name, p in zip(class_names, row)} for row in probs)
     return Comparison(tuple(class_names[int(i)] for i in probs.argmax(-1)), tables, float(emb[0] @ emb[1]))
 

@@ -50,6 +50,9 @@ def probe_influence(backbone: torch.nn.Module, input_ids: torch.Tensor, position
                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-position change ‖Δh_t‖ of the final hidden states when the token at `position` is replaced by
     `new_token` (row 0). Under a causal mask positions before `position` cannot change."""
+    device = next(backbone.parameters()).device  # the inputs go where the backbone is
+    input_ids = input_ids.to(device)
+    attention_mask = None if attention_mask is None else attention_mask.to(device)
     changed = input_ids.clone()
     changed[:, position] = new_token
     was_training = backbone.training

@@ -99,17 +99,17 @@ class GemmaEncoderModel(PreTrainedModel):
         """An encoder whose backbone holds `decoder`'s body weights (its LM head is dropped)."""
         encoder = cls(GemmaEncoderConfig(backbone_config=decoder.config.to_dict(), **config_kwargs))
         encoder.backbone.load_state_dict(decoder.base_model.state_dict())
-        return encoder.to(decoder.dtype)
+        return encoder.to(device=decoder.device, dtype=decoder.dtype)
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs) -> EncoderOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         pool_mask = attention_mask
         if self.tokens is None:
-            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         else:
             embeds, attention_mask, pool_mask = self.tokens(self.backbone.embed_tokens(input_ids), attention_mask)
-            h = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+            h = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         pooled = self.pooler(h, pool_mask)
         pool_attention = getattr(getattr(self.pooler, "attention", None), "weights", None)
         if self.head is None:

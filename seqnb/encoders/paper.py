@@ -1,11 +1,14 @@
-"""The paper preset's data and backbone: a hub Gemma decoder, GLUE tasks and MS MARCO re-ranking by hub id
-(loaded through seqnb's offline-aware loaders; never used by the tiny preset or the tests)."""
+"""The paper preset's data and backbone: a hub Gemma decoder, GLUE tasks and MS MARCO re-ranking by hub id or
+from a local copy (`dataset_dir`), loaded through seqnb's offline-aware loaders. Never used by the tiny preset;
+the tests rehearse it on tiny local folders in the hub's layout."""
 
 from __future__ import annotations
 
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..config import ConfigError
 from ..models import load_pretrained
 from ..presets.gemma_encoder import GemmaEncoderRunConfig
 from ..tasks import load_hub_dataset
@@ -45,15 +48,34 @@ def msmarco_set(rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_len: int,
     return Dataset.from_dict({"input_ids": groups, "labels": [relevance] * len(groups)})
 
 
+def check_columns(rows: Dataset, needed: tuple[str, ...], cfg: GemmaEncoderRunConfig, split: str) -> None:
+    """A local `dataset_dir` holding another task's files fails here with the parameter to fix."""
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise ConfigError(
+            "dataset_dir", f"split {split!r} of {cfg.dataset_dir or 'the hub dataset'!r} has columns "
+            f"{rows.column_names}, not the {missing} that task {cfg.task!r} needs",
+            f"point dataset_dir at a copy of task {cfg.task!r} (or pass -p dataset_dir '' to load it from the hub)")
+
+
 def hub_setup(cfg: GemmaEncoderRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Dataset]]:
-    """The hub decoder and tokenizer, and the task's `train` / `test` sets."""
-    decoder, tokenizer = load_pretrained(cfg.model_name)
+    """The decoder (in fp32: a bf16 checkpoint such as Gemma 3's would otherwise train in pure bf16, where most
+    updates at lr 1e-5 round away) and its tokenizer, and the task's `train` / `test` sets. `cfg.dataset_dir`, if
+    set, is read instead of the hub id: a hub download (`hf download ... --repo-type dataset`) or a
+    `save_to_disk` copy of the task."""
+    decoder, tokenizer = load_pretrained(cfg.model_name, dtype=torch.float32)
     if cfg.task == "msmarco":
-        data = load_hub_dataset(MSMARCO_ID, "v1.1", param="task")
-        sets = {split: msmarco_set(data[name], tokenizer, cfg.max_len, cfg.group_size)
-                for split, name in (("train", "train"), ("test", "validation"))}
+        data = load_hub_dataset(cfg.dataset_dir or MSMARCO_ID, "v1.1", param="dataset_dir")
+        splits, needed = (("train", "train"), ("test", "validation")), ("query", "passages")
     else:
-        data = load_hub_dataset(GLUE_ID, cfg.task, param="task")
-        sets = {split: glue_set(data[name], cfg.task, tokenizer, cfg.max_len)
-                for split, name in (("train", "train"), ("test", GLUE[cfg.task][1]))}
+        data = load_hub_dataset(cfg.dataset_dir or GLUE_ID, cfg.task, param="dataset_dir")
+        splits, needed = (("train", "train"), ("test", GLUE[cfg.task][1])), GLUE[cfg.task][0] + ("label",)
+    sets = {}
+    for split, name in splits:
+        if name not in data:
+            raise ConfigError("dataset_dir", f"{cfg.dataset_dir or 'the hub dataset'!r} has no split {name!r} "
+                              f"(it has {list(data)})", f"point dataset_dir at a copy of task {cfg.task!r}")
+        check_columns(data[name], needed, cfg, name)
+        sets[split] = (msmarco_set(data[name], tokenizer, cfg.max_len, cfg.group_size) if cfg.task == "msmarco"
+                       else glue_set(data[name], cfg.task, tokenizer, cfg.max_len))
     return decoder, tokenizer, sets
