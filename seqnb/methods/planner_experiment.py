@@ -73,6 +73,8 @@ def build_data(cfg: PlannerConfig, tokenizer=None) -> PlanData:
                            p_first=cfg.p_first)
         tokenizer = word_tokenizer([" ".join(d["sentences"]) for d in docs["train"]], vocab_size=200)
     else:
+        if tokenizer is None:  # the LM's own tokenizer (a hub corpus is tokenised for a pretrained LM)
+            tokenizer = load_pretrained(cfg.model_name, param="model_name")[1]
         docs = _hub_docs(cfg, tokenizer)
     train_sents = [s for d in docs["train"] for s in d["sentences"]]
     if cfg.embedder == "tfidf":
