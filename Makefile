@@ -13,6 +13,8 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
+# the offline models converted once (SmolLM2 from its GGUF), reused by later runs on this machine
+export SEQNB_CACHE ?= $(abspath .cache)
 
 .PHONY: setup run test lab gpu-check clean
 

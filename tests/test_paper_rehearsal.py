@@ -26,3 +26,32 @@ def test_paper_preset_runs_end_to_end_on_stand_ins(notebook, mirror, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["preset"] == "paper" and metrics["results"]
     assert list(run_dir.glob("*.png")), "the paper preset draws its figures too"
+
+
+def _paper_cfg(notebook, tmp_path, **fields):
+    from seqnb.config import resolve_config
+
+    overrides = {**REHEARSAL[notebook]["config"], **fields, "output_dir": str(tmp_path / "run")}
+    return resolve_config(notebook, "paper", device="cpu", overrides=overrides)
+
+
+@pytest.mark.parametrize("task", ["summarization", "multiple_choice"])  # translation: the notebook run above
+def test_every_warmup_paper_task_loads_trains_and_scores(task, mirror, monkeypatch, tmp_path):
+    from seqnb.methods import warmup_experiment as ex
+
+    monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
+    cfg = _paper_cfg("01_warmup_generations", tmp_path, task=task, max_steps=1, eval_every=1, ckpt_every=1)
+    exp = ex.run_experiment(cfg)
+    metric = ex.primary_metric(cfg)
+    assert all(metric in row for row in exp.results.values()), exp.results
+
+
+@pytest.mark.parametrize("task", ["dolly", "gsm8k"])  # xsum: the notebook run above
+def test_every_self_generated_paper_task_loads_trains_and_scores(task, mirror, monkeypatch, tmp_path):
+    from seqnb.methods import self_generated_experiment as ex
+
+    monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
+    cfg = _paper_cfg("04_self_generated_tokens", tmp_path, task=task, arms=("tf", "bash"), max_steps=2,
+                     eval_every=2, ckpt_every=2)
+    final = ex.run_experiment(cfg)[0]["bash"].final
+    assert "minilm_dist" in final and (task != "gsm8k" or 0 <= final["gsm8k_acc"] <= 1)

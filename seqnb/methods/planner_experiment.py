@@ -27,6 +27,7 @@ import torch
 import transformers
 from datasets import Dataset
 
+from ..config import ConfigError
 from ..collate import IGNORE_INDEX, pad_sequences
 from ..embedders import transformer_embedder
 from ..models import build_decoder, count_parameters, load_pretrained
@@ -169,6 +170,10 @@ def build_base(cfg: PlannerConfig, data: PlanData, seed: int) -> ActionCondition
     codebook = data.kmeans.cluster_centers_
     planner = SentencePlanner(codebook.shape[1], cfg.k, d_model=cfg.planner_d)
     layers = list(range(cfg.cond_from_layer, lm.config.num_hidden_layers))
+    if not layers:
+        raise ConfigError("cond_from_layer", f"{cfg.cond_from_layer} leaves no layer of the "
+                          f"{lm.config.num_hidden_layers}-layer LM to condition on the plan",
+                          f"pass a value below {lm.config.num_hidden_layers}")
     return ActionConditionedLM(lm, planner, codebook, layers=layers, window=cfg.window,
                                adapter_init=cfg.adapter_init, tau=cfg.tau, seed=seed)
 
