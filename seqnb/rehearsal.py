@@ -25,7 +25,7 @@ _LOOP = dict(max_steps=2, warmup_steps=0, log_every=1, eval_every=2, ckpt_every=
 REHEARSAL: dict[str, dict[str, Any]] = {
     "00_quickstart": dict(config=dict(_LOOP, n_train=256, n_test_per_length=4, batch_size=8)),
     "01_warmup_generations": dict(config=dict(
-        _LOOP, n_train=16, n_test=4, n_curve=4, batch_size=4, n_warmups=2, max_warmup_len=4, max_answer_len=8,
+        _LOOP, n_train=16, n_test=4, n_curve=4, batch_size=4, grad_accum=2, n_warmups=2, max_warmup_len=4, max_answer_len=8,
         max_prompt_len=48, probe_steps=(0, 2))),
     "02_end_to_end_planner": dict(config=dict(
         _LOOP, n_train_docs=24, n_test_docs=4, k=4, planner_d=32, planner_steps=2, batch_size=4,

@@ -40,13 +40,18 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def setup(cfg: RunConfig) -> torch.device:
-    """Seed python, numpy and torch, fix the CPU thread count, create the run folder; print the banner."""
+    """Seed python, numpy and torch, fix the CPU thread count, create the run folder; print the banner and, at the
+    paper preset, the estimated peak GPU memory of one training step (`seqnb.memory`)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     transformers.set_seed(cfg.seed)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     device = device_for(cfg)
     print(banner(cfg, device))
+    if cfg.preset == "paper":
+        from .memory import memory_report
+
+        print(memory_report(cfg))
     return device
 
 

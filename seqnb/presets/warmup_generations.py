@@ -89,7 +89,9 @@ register_notebook(
                 n_train=200_000, n_test=1_000, n_curve=200,
                 model_name="google/mt5-base", arch="encoder_decoder",
                 pretrain_steps=0,
-                max_steps=12_500, batch_size=32, lr=3e-4, warmup_steps=500, grad_clip=1.0,
+                # 32 inputs a step as 4 micro-batches of 8 (x K = 4 warmups: 32 scored sequences each), which
+                # fits an 80 GB card (seqnb.memory: about 47 GiB; one batch of 32 would need about 165)
+                max_steps=12_500, batch_size=8, grad_accum=4, lr=3e-4, warmup_steps=500, grad_clip=1.0,
                 log_every=50, eval_every=2_500, ckpt_every=1_000,
                 n_warmups=4, max_warmup_len=32, fixed_warmup_len=False, warmup_temperature=1.0,
                 weight_temperature=1.0, warmup_coef=1.0, weights="soft", loss_norm="target",
