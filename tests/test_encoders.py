@@ -8,11 +8,10 @@ import weakref
 from types import SimpleNamespace
 
 import datasets
+from datasets import Dataset
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
-from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from transformers import AutoModel, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
 
 from seqnb.config import ConfigError, resolve_config
@@ -25,6 +24,7 @@ from seqnb.encoders.experiment import Arm, default_arms
 from seqnb.encoders.explorer import PairExplorer, compare, comparison_html
 from seqnb.encoders.losses import classification_loss, in_batch_contrastive_loss, listwise_loss, regression_loss
 from seqnb.encoders.pooling import LearnableTokens
+from seqnb.standins import write_dataset_standins
 from seqnb.tokenizers import word_tokenizer
 
 LENGTHS = (3, 5)
@@ -304,93 +304,12 @@ def test_explorer_shows_topics_and_similarity():
 
 
 # --- the paper preset, rehearsed offline ---------------------------------------------------------------------------
-# Local copies of nyu-mll/glue and microsoft/ms_marco (v1.1) in the hub repositories' own layout:
-# `<config>/<split>-00000-of-00001.parquet` plus a README whose `configs` map each config's splits to its files,
-# with each config's columns and label names from the dataset cards. (These writers may move to a shared module.)
+# Local copies of nyu-mll/glue and microsoft/ms_marco (v1.1) in the hub repositories' own layout and schema
+# (seqnb.standins), passed as `dataset_dir`.
 
-GLUE_CARD = {  # config: (text columns, label names or None for STS-B's float score, splits)
-    "cola": (("sentence",), ["unacceptable", "acceptable"], ("train", "validation", "test")),
-    "sst2": (("sentence",), ["negative", "positive"], ("train", "validation", "test")),
-    "mrpc": (("sentence1", "sentence2"), ["not_equivalent", "equivalent"], ("train", "validation", "test")),
-    "qqp": (("question1", "question2"), ["not_duplicate", "duplicate"], ("train", "validation", "test")),
-    "stsb": (("sentence1", "sentence2"), None, ("train", "validation", "test")),
-    "mnli": (("premise", "hypothesis"), ["entailment", "neutral", "contradiction"],
-             ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched")),
-    "qnli": (("question", "sentence"), ["entailment", "not_entailment"], ("train", "validation", "test")),
-    "rte": (("sentence1", "sentence2"), ["entailment", "not_entailment"], ("train", "validation", "test")),
-}
-MSMARCO_FEATURES = Features({
-    "answers": Sequence(Value("string")),
-    "passages": Sequence({"is_selected": Value("int32"), "passage_text": Value("string"), "url": Value("string")}),
-    "query": Value("string"), "query_id": Value("int32"), "query_type": Value("string"),
-    "wellFormedAnswers": Sequence(Value("string")),
-})
+PAPER_TASKS = ("sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "msmarco")
 WORDS = ("the a film bank shares fell rose team won cup what is how many who said was not very good bad it "
          "this that rates market game players city police new year people").split()
-PAPER_TASKS = ("sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "msmarco")
-
-
-def sentence(rng: random.Random, n: int = 6) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(n - 2, n + 2))) + " ."
-
-
-def write_hub_repo(root, configs: dict[str, dict[str, Dataset]]) -> str:
-    """A dataset repository as `hf download --repo-type dataset` leaves it: parquet files per config and split,
-    and the README `configs` block that `datasets.load_dataset(root, config)` reads."""
-    card = []
-    for config, splits in configs.items():
-        (root / config).mkdir(parents=True, exist_ok=True)
-        for split, rows in splits.items():
-            rows.to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
-        card.append({"config_name": config,
-                     "data_files": [{"split": split, "path": f"{config}/{split}-*"} for split in splits]})
-    (root / "README.md").write_text("---\n" + yaml.safe_dump({"configs": card}, sort_keys=False) + "---\n")
-    return str(root)
-
-
-def glue_rows(config: str, split: str, n: int, rng: random.Random) -> Dataset:
-    columns, names, _ = GLUE_CARD[config]
-    test = split.startswith("test")  # GLUE's test labels are hidden: -1
-    if names is None:
-        labels, label_feature = [-1.0 if test else round(rng.uniform(0, 5), 2) for _ in range(n)], Value("float32")
-    else:
-        labels = [-1 if test else i % len(names) for i in range(n)]
-        label_feature = ClassLabel(names=names)
-    features = Features({**{c: Value("string") for c in columns}, "label": label_feature, "idx": Value("int32")})
-    return Dataset.from_dict({**{c: [sentence(rng) for _ in range(n)] for c in columns}, "label": labels,
-                              "idx": list(range(n))}, features=features)
-
-
-def msmarco_rows(n: int, rng: random.Random) -> Dataset:
-    """MS MARCO v1.1 rows: a query and its ~10 Bing passages, usually one or two selected; the last row has none
-    selected (the loader must drop it)."""
-    rows = []
-    for i in range(n):
-        k = rng.randint(9, 10)
-        selected = [0] * k
-        if i < n - 1:
-            for j in rng.sample(range(k), rng.randint(1, 2)):
-                selected[j] = 1
-        rows.append({
-            "answers": [sentence(rng, 4)], "query": sentence(rng, 5).rstrip(" ."), "query_id": 1000 + i,
-            "query_type": rng.choice(["DESCRIPTION", "NUMERIC", "ENTITY"]), "wellFormedAnswers": [],
-            "passages": {"is_selected": selected, "passage_text": [sentence(rng, 12) for _ in range(k)],
-                         "url": [f"http://example.com/{i}/{j}" for j in range(k)]},
-        })
-    return Dataset.from_list(rows, features=MSMARCO_FEATURES)
-
-
-def write_glue(root) -> str:
-    rng = random.Random(0)
-    sizes = {"train": 12, "validation": 6, "validation_matched": 6, "validation_mismatched": 6}
-    return write_hub_repo(root, {config: {split: glue_rows(config, split, sizes.get(split, 4), rng) for split in splits}
-                                 for config, (_, _, splits) in GLUE_CARD.items()})
-
-
-def write_msmarco(root) -> str:
-    rng = random.Random(1)
-    return write_hub_repo(root, {"v1.1": {"train": msmarco_rows(9, rng), "validation": msmarco_rows(5, rng),
-                                          "test": msmarco_rows(3, rng)}})
 
 
 def write_tiny_gemma2(root) -> str:
@@ -413,8 +332,9 @@ def paper_assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
     with pytest.MonkeyPatch.context() as mp:  # keep the Arrow caches of these folders out of ~/.cache
         mp.setattr(datasets.config, "HF_DATASETS_CACHE", root / "hf_cache")
-        yield SimpleNamespace(model=write_tiny_gemma2(root / "gemma2"), glue=write_glue(root / "glue"),
-                              msmarco=write_msmarco(root / "ms_marco"))
+        written = write_dataset_standins(root / "mirror", ["nyu-mll/glue", "microsoft/ms_marco"], rows=20)
+        yield SimpleNamespace(model=write_tiny_gemma2(root / "gemma2"), glue=str(written["nyu-mll/glue"]),
+                              msmarco=str(written["microsoft/ms_marco"]))
 
 
 def checkpointed(model) -> bool:
@@ -437,11 +357,14 @@ def test_paper_preset_rehearsal_load_collate_one_step_and_metric(task, paper_ass
     assert (cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing) == (8, 4, True)
     decoder, tokenizer, sets = paper.hub_setup(cfg)
     assert decoder.dtype == torch.float32 and type(decoder).__name__ == "Gemma2ForCausalLM"
-    if task == "msmarco":
-        assert len(sets["train"]) == 8 and len(sets["test"]) == 4  # the query without a selected passage is dropped
+    if task == "msmarco":  # queries without a selected passage are dropped
+        raw = datasets.load_dataset(data_dir, "v1.1")
+        answered = {s: sum(1 in r["is_selected"] for r in raw[s]["passages"]) for s in ("train", "validation")}
+        assert 0 < answered["train"] < len(raw["train"])
+        assert (len(sets["train"]), len(sets["test"])) == (answered["train"], answered["validation"])
         assert all(len(g) == cfg.group_size for g in sets["train"]["input_ids"])
     else:
-        assert len(sets["train"]) == 12 and len(sets["test"]) == 6
+        assert len(sets["train"]) == len(sets["test"]) == 20
     arm = Arm("bidirectional", "mean")
     batch = EncoderCollator(tokenizer.pad_token_id, min_len=ex.training_cut(arm, cfg))(
         [sets["train"][i] for i in range(2)])
@@ -466,7 +389,7 @@ def test_paper_dataset_dir_save_to_disk_copy_and_wrong_task(paper_assets, tmp_pa
     saved = str(tmp_path / "rte_copy")
     datasets.load_dataset(paper_assets.glue, "rte").save_to_disk(saved)
     _, _, sets = paper.hub_setup(paper_config("rte", tmp_path, model_name=paper_assets.model, dataset_dir=saved))
-    assert len(sets["train"]) == 12
+    assert len(sets["train"]) == 20
     with pytest.raises(ConfigError, match="dataset_dir"):
         paper.hub_setup(paper_config("qqp", tmp_path, model_name=paper_assets.model, dataset_dir=saved))
 

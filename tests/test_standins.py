@@ -183,8 +183,8 @@ def test_model_stand_in_loads_through_load_pretrained(model_mirror, monkeypatch,
         assert enc["input_ids"][0, 0] == tok.bos_token_id and model.config._attn_implementation == "eager"
     if hub_id == "google/mt5-base":  # T5 tokenizers append </s>
         assert enc["input_ids"][0, -1] == tok.eos_token_id
-    if hub_id != "Qwen/Qwen2.5-0.5B":
-        assert model.config.num_hidden_layers == 2
+    if hub_id != "Qwen/Qwen2.5-0.5B":  # small; GPT-2 has the 4 layers notebook 02 needs (it conditions the top L-2)
+        assert model.config.num_hidden_layers == (4 if hub_id == "gpt2" else 2)
 
 
 @pytest.mark.parametrize("hub_id", [i for i in MODEL_IDS if i.startswith("sentence-transformers/")])
