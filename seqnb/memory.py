@@ -433,3 +433,35 @@ def _advice(cfg, est: MemoryEstimate) -> str:
                 else "gradient checkpointing (not a parameter of this notebook yet)")
         fix.append(flag)
     return " or ".join(fix) or "a smaller model or shorter sequences (-p max_len / max_prompt_len)"
+
+
+# the paper presets and the tasks each offers (the README's paper-size table, `python -m seqnb.memory`)
+PAPER_TASKS = {
+    "00_quickstart": (None,), "01_warmup_generations": ("translation", "summarization", "multiple_choice"),
+    "02_end_to_end_planner": (None,), "03_sequencematch": (None,),
+    "04_self_generated_tokens": ("xsum", "dolly", "gsm8k"),
+    "05_gemma_encoder": ("sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "msmarco"),
+}
+H100_BF16_FLOPS, MFU = 989e12, 0.4  # dense bf16 peak of an H100 SXM, and an MFU a tuned loop reaches
+
+
+def paper_table() -> str:
+    """Markdown: per paper preset and task, the model, the micro-batch, the estimated peak memory, and the time of one
+    optimizer step at 40% MFU on an H100 (6 N x tokens, every sequence at its maximum length: an upper bound)."""
+    from .config import resolve_config
+
+    lines = ["| notebook | task | model | micro-batch x accumulation | peak GPU memory (estimate) | s / step at 40% "
+             "MFU | steps per arm |", "|---|---|---|---|---|---|---|"]
+    for notebook, tasks in PAPER_TASKS.items():
+        for task in tasks:
+            cfg = resolve_config(notebook, "paper", device="cpu", **({"task": task} if task else {}))
+            est, shape = paper_memory(cfg), step_shape(cfg)
+            tokens = shape.batch_size * (shape.seq_len + (shape.target_len or 0)) * shape.grad_accum
+            seconds = 6 * est.n_params * tokens / (H100_BF16_FLOPS * MFU)
+            lines.append(f"| {notebook} | {task or '-'} | {est.model} | {est.shape()} x {shape.grad_accum} | "
+                         f"{est.gib:.1f} GiB | {seconds:.2g} | {cfg.max_steps:,} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(paper_table())

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from transformers import GPT2Config
@@ -94,3 +95,8 @@ def test_the_report_says_what_to_change_when_a_step_does_not_fit():
     assert batch * accum == 32 and batch < 32
     assert memory.paper_memory(_paper("05_gemma_encoder", batch_size=batch, grad_accum=accum,
                                       gradient_checkpointing=False)).fits
+
+
+def test_readme_paper_table_is_current():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert memory.paper_table() in readme, "refresh the README table with `python -m seqnb.memory`"
