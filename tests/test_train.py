@@ -104,3 +104,37 @@ def test_too_little_data_is_a_clear_error(tiny_cfg):
     model, _, data, collate = setup_run(cfg)
     with pytest.raises(ConfigError, match="batch_size"):
         train(model, data.select(range(3)), cfg, collate_fn=collate)
+
+
+@pytest.mark.parametrize("notebook", ["00_quickstart", "01_warmup_generations", "02_end_to_end_planner",
+                                      "03_sequencematch", "04_self_generated_tokens", "05_gemma_encoder"])
+def test_one_step_at_each_paper_presets_precision_and_lr_changes_the_weights(notebook, tiny_cfg, char_tok, tmp_path):
+    """A checkpoint stored in bf16 (as Qwen2.5's is), loaded as the paper presets load models (fp32 master weights),
+    then one step of the training loop at the preset's precision (bf16 autocast) and learning rate, without warm-up:
+    every weight matrix changes. Pure bf16 weights would keep most entries, as the last lines show."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from seqnb.config import resolve_config
+    from seqnb.models import load_pretrained
+
+    paper = resolve_config(notebook, "paper", device="cpu")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(char_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=char_tok.pad_token_id)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    char_tok.save_pretrained(tmp_path / "ckpt")
+    model, tok = load_pretrained(str(tmp_path / "ckpt"))
+    cfg = tiny_cfg(precision=paper.precision, lr=paper.lr, weight_decay=paper.weight_decay, warmup_steps=0,
+                   max_steps=1, batch_size=8, ckpt_every=1, eval_every=1)
+    data = qs.train_set(qs.build_data(cfg), tok)
+    # every matrix but the input embedding (rows of tokens absent from the batch get no gradient)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n}
+    trained = train(model, data, cfg, collate_fn=PadCollator(tok.pad_token_id)).model
+    assert paper.precision == "bf16" and all(p.dtype == torch.float32 for p in trained.parameters())
+    for name, p in trained.named_parameters():
+        if name in before:
+            assert (p.detach() != before[name]).float().mean() > 0.9, name
+    if paper.lr <= 1e-5:  # the failure the fp32 master weights prevent: bf16 weights lose most of such a step
+        w = before["model.layers.0.mlp.down_proj.weight"]
+        step = paper.lr * torch.sign(torch.randn_like(w))  # Adam's first step is lr x sign(gradient)
+        assert ((w.bfloat16() + step.bfloat16()) != w.bfloat16()).float().mean() < 0.5

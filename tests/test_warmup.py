@@ -135,6 +135,32 @@ def test_score_matches_a_manual_token_sum(tok, seq2seq):
     assert b[0].item() == pytest.approx(sum(per[3:]), abs=1e-4)  # y and <eos>
 
 
+def test_score_computes_logits_only_where_tokens_are_scored(tok):
+    """Decoder-only: the LM head runs from the shortest prompt on (a long prompt would otherwise cost width x
+    vocabulary floats per position), and every row's sums are those of a full pass."""
+    fmt, model = fmt_for(tok, False, digits=False), model_for(tok, False)
+    rows = [wg.assemble(fmt, tok("40718")["input_ids"], ids(tok, "52"), ids(tok, "9")),
+            wg.assemble(fmt, tok("5")["input_ids"], ids(tok, "1"), ids(tok, "33"))]
+    kept, forward = [], model.forward
+
+    def spy(*args, **kwargs):
+        kept.append(kwargs.get("logits_to_keep"))
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    a, b, _ = wg.score(model, fmt, rows)
+    width, first = max(len(r.tokens) for r in rows), len(tok("5")["input_ids"]) + 1  # the short row's first score
+    assert kept == [width - first + 1] and width - first + 1 < width
+    model.forward = forward
+    with torch.no_grad():
+        for i, r in enumerate(rows):
+            lp = model(input_ids=torch.tensor([r.tokens])).logits.log_softmax(-1)[0]
+            per = {t: lp[t - 1, r.tokens[t]].item() for t in range(1, len(r.tokens))}
+            want_a = sum(v for t, v in per.items() if r.roles[t] == wg.WARMUP)
+            want_b = sum(v for t, v in per.items() if r.roles[t] in (wg.ANSWER, wg.EOS))
+            assert (a[i].item(), b[i].item()) == (pytest.approx(want_a, abs=1e-4), pytest.approx(want_b, abs=1e-4))
+
+
 def test_restricted_scoring_normalises_over_the_allowed_tokens(tok):
     fmt, model = fmt_for(tok, False, fixed=True), model_for(tok, False)
     prompt, c, y = tok("12")["input_ids"], ids(tok, "7"), ids(tok, "3")
