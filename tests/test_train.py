@@ -73,6 +73,12 @@ def test_finished_run_reloads_without_training(tiny_cfg):
     model, _, data, collate = setup_run(cfg)
     again = train(model, data, cfg, collate_fn=collate, step_fn=lambda m, b: pytest.fail("trained again"))
     assert again.resumed_from == 10 and again.history.records == first.history.records
+    trained, reloaded = first.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(trained[k], reloaded[k]) for k in trained)
+    # a finished run keeps one checkpoint, without the optimizer and scheduler states only a resume reads
+    (final,) = (cfg.run_dir / "checkpoints" / "train").glob("step_*")
+    assert final.name == "step_00000010" and (final / "model.safetensors").is_file()
+    assert not list(final.glob("optimizer*")) and not list(final.glob("scheduler*"))
 
 
 def test_changed_config_refuses_to_resume_and_resume_false_restarts(tiny_cfg):
