@@ -287,3 +287,59 @@ def test_self_generated_evaluation_on_meta_reaches_its_first_value_read(selfgen)
     assert on_meta(lambda: greedy_answers(meta, [r["prompt"] for r in rows], task.answer_len, pad_id=task.pad,
                                           allowed=task.allowed)) == "value read"
     assert on_meta(lambda: exposure(meta, rows, pad_id=task.pad, allowed=task.allowed)) == "value read"
+
+
+# ------------------------------------------------------------------------------------------ 05 encoder
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    from seqnb.encoders import experiment as ex
+    from seqnb.tokenizers import word_tokenizer
+
+    cfg = resolve_config("05_gemma_encoder", output_dir=str(tmp_path_factory.mktemp("e")), hidden_size=16,
+                         num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, intermediate_size=32)
+    tok = word_tokenizer(["the team won the cup", "shares fell at the bank", "a new film"] * 3, vocab_size=60)
+    return cfg, tok, ex.tiny_gemma(cfg, tok)
+
+
+def _texts(tok, texts):
+    return [tok(t)["input_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("attention,pooling,head", [
+    ("causal", "first_k1", "classification"), ("bidirectional", "last_k1", "classification"),
+    ("bidirectional", "mean", "regression"), ("bidirectional", "attn_query", "classification"),
+    ("bidirectional", "attn_kv", "classification"), ("causal", "last_naive", "classification"),
+    ("bidirectional", "mean", "ranking"), ("bidirectional", "learnable_tokens", "classification")])
+def test_encoder_arms_step_on_meta(encoder, attention, pooling, head):
+    from seqnb.encoders import GemmaEncoderModel
+    from seqnb.encoders.data import EncoderCollator
+    from seqnb.encoders.experiment import Arm
+    from seqnb.train import sft_step
+
+    cfg, tok, decoder = encoder
+    model = GemmaEncoderModel.from_decoder(decoder, head_type=head, num_labels=3, num_probes=2, group_size=2,
+                                           **Arm(attention, pooling, dropout=0.1).encoder_kwargs())
+    ids = _texts(tok, ["the team won", "shares fell at the bank", "a new film", "the cup"])
+    if head == "ranking":  # groups of group_size candidates, the first relevant
+        rows = [{"input_ids": ids[:2], "labels": [1, 0]}, {"input_ids": ids[2:], "labels": [1, 0]}]
+    else:
+        rows = [{"input_ids": x, "labels": float(i) if head == "regression" else i % 3} for i, x in enumerate(ids)]
+    train_step_on_meta(sft_step, model, EncoderCollator(tok.pad_token_id, "left")(rows))
+
+
+def test_encoder_bi_encoder_step_and_explorer_on_meta(encoder):
+    from seqnb.encoders import GemmaEncoderModel
+    from seqnb.encoders.data import EncoderCollator
+    from seqnb.encoders.experiment import contrastive_step
+    from seqnb.encoders.explorer import compare
+
+    cfg, tok, decoder = encoder
+    embedder = GemmaEncoderModel.from_decoder(decoder, head_type="embedding", attention="bidirectional",
+                                              pooling="mean")
+    q, p = _texts(tok, ["the cup", "a film"]), _texts(tok, ["the team won the cup", "a new film"])
+    batch = EncoderCollator(tok.pad_token_id)([{"q_input_ids": a, "p_input_ids": b} for a, b in zip(q, p)])
+    train_step_on_meta(contrastive_step(0.05), embedder, batch)
+    classifier = GemmaEncoderModel.from_decoder(decoder, head_type="classification", num_labels=2,
+                                                attention="bidirectional", pooling="mean").to(META)
+    assert on_meta(lambda: compare("the cup", "a film", classifier, copy.deepcopy(embedder).to(META), tok,
+                                   ["sport", "film"], 16)) == "value read"
