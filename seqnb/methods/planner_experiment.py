@@ -104,8 +104,6 @@ def _hub_docs(cfg: PlannerConfig, tokenizer) -> dict[str, list[dict]]:
     only the shards that hold the articles used are read (English Wikipedia is about 11 GB of Parquet), shuffled
     through a buffer of 10,000 articles."""
     ds = load_hub_dataset(cfg.corpus, cfg.corpus_config or None, split="train", param="corpus", streaming=True)
-    if isinstance(ds, Dataset):  # a dataset saved with save_to_disk loads whole
-        ds = ds.to_iterable_dataset()
     ds = ds.shuffle(seed=cfg.kmeans_seed, buffer_size=10_000).take(2 * (cfg.n_train_docs + cfg.n_test_docs))
     docs = []
     for text in (row["text"] for row in ds):
