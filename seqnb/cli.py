@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRESET_NAMES, ConfigError, default_output_dir, notebook_specs, project_root
+from .config import PRESET_NAMES, ConfigError, default_output_dir, notebook_specs, project_root, resolve_config
 
 
 def notebooks_dir() -> Path:
@@ -48,6 +48,9 @@ def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root
     unknown = sorted(set(params) - declared)
     if unknown:
         raise ConfigError(unknown[0], f"{name} has no such parameter", f"use one of {sorted(declared)}")
+    # every value checked before a kernel starts (the notebook's first cell would refuse it the same way)
+    fields = {k: v for k, v in params.items() if k != "config"}
+    resolve_config(name, preset, seed=seed, overrides=params.get("config"), **fields)
     out = (output_root / name / f"{preset}-seed{seed}") if output_root else default_output_dir(name, preset, seed)
     out.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = list(paths) if args.notebook == "all" else [args.notebook.removesuffix(".ipynb")]
     params = {k: parse_value(v) for k, v in args.parameter}
+    for name, flag in (("preset", "--preset"), ("seed", "--seed"), ("output_dir", "--output-root")):
+        if name in params:  # papermill would let the flag's value win, silently
+            print(f"error: {ConfigError(name, f'given with -p {name}', f'use {flag} instead')}", file=sys.stderr)
+            return 2
     failed = []
     for name in names:
         start = time.time()

@@ -30,9 +30,15 @@ class ConfigError(ValueError):
         super().__init__(f"parameter {param!r}: {problem}. Fix: {fix}")
 
 
-def bounded(default=dataclasses.MISSING, *, min=None, choices=None):
-    """A dataclass field with a lower bound or a closed set of values, checked by `validate`."""
-    return field(default=default, metadata={"min": min, "choices": choices})
+def bounded(default=dataclasses.MISSING, *, min=None, max=None, choices=None):
+    """A dataclass field with bounds (inclusive) or a closed set of values, checked by `validate`; on a tuple
+    field they hold for each element."""
+    return field(default=default, metadata={"min": min, "max": max, "choices": choices})
+
+
+def probability(default=dataclasses.MISSING):
+    """A field holding a probability (or a tuple of them): in [0, 1]."""
+    return bounded(default, min=0.0, max=1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +71,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Rules between fields (a subclass adds its own, raising ConfigError); `validate` calls it last."""
 
     def fingerprint(self) -> str:
         """The settings that change what training computes (not where it writes or whether it resumes)."""
@@ -139,16 +148,23 @@ def resolve_config(notebook: str, preset: str = "tiny", overrides: dict[str, Any
 
 
 def validate(cfg: RunConfig) -> None:
-    """Check each field's type and bounds, then the hardware it asks for."""
+    """Check each field's type and bounds (each element's, for a tuple), the rules between fields (`cfg.check`),
+    then the hardware it asks for."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         _check_type(f.name, value, hints[f.name])
-        lo, choices = f.metadata.get("min"), f.metadata.get("choices")
-        if lo is not None and value is not None and value < lo:
-            raise ConfigError(f.name, f"must be >= {lo}, got {value!r}", f"pass a value >= {lo}, e.g. -p {f.name} {lo}")
-        if choices is not None and value not in choices:
-            raise ConfigError(f.name, f"unknown value {value!r}", f"use one of {list(choices)}")
+        lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if v is None:
+                continue
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise ConfigError(f.name, f"must be {want}, got {value!r}",
+                                  f"pass a value {want}, e.g. -p {f.name} {lo if hi is None else hi}")
+            if choices is not None and v not in choices:
+                raise ConfigError(f.name, f"unknown value {v!r}", f"use one of {list(choices)}")
+    cfg.check()
     if cfg.device == "cuda":
         import torch
 
@@ -174,6 +190,9 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if t in (str, bool) and isinstance(value, t):
             return
         if typing.get_origin(t) in (tuple, list) and isinstance(value, (tuple, list)):
+            item = typing.get_args(t)[0] if typing.get_args(t) else None
+            for v in value if item not in (None, typing.Any) else ():
+                _check_type(name, v, item)
             return
     want = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
     raise ConfigError(name, f"expected {want}, got {type(value).__name__} {value!r}", f"pass a {want}")

@@ -63,9 +63,7 @@ class Vocab:
 
 
 def build_data(cfg: SequenceMatchConfig) -> DatasetDict:
-    if cfg.task == "permutation":
-        if cfg.max_k > 9:
-            raise ValueError("parameter 'max_k': at most 9, so that a foreign digit exists to inject")
+    if cfg.task == "permutation":  # max_k <= 9 (the config checks it): a foreign digit exists to inject
         return load_task("permutation", n_train=cfg.n_train, n_test=cfg.n_eval, min_k=cfg.min_k,
                          max_k=cfg.max_k, seed=cfg.seed)
     return load_task("add_or_sub_in_base", n_train=cfg.n_train, n_test=cfg.n_eval, max_value=cfg.max_value,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+from ..config import ConfigError, NotebookSpec, RunConfig, bounded, probability, register_notebook
 
 ARMS = ("plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_soft", "e2e_soft", "e2e_soft_mix")
 
@@ -23,7 +23,7 @@ class PlannerConfig(RunConfig):
     n_train_docs: int = bounded(min=10)
     n_test_docs: int = bounded(min=1)
     n_sents: int = bounded(8, min=3)  # plans: sentences per document
-    p_first: float = bounded(0.5, min=0.0)  # plans: probability of the first of the two successors
+    p_first: float = probability(0.5)  # plans: probability of the first of the two successors
     max_tokens: int = bounded(128, min=8)  # hub corpus: whole sentences up to this many LM tokens per document
     # actions
     embedder: str = "tfidf"  # "tfidf" (fitted here), "minilm" (offline package), a hub id or a local folder
@@ -48,11 +48,18 @@ class PlannerConfig(RunConfig):
     joint_planner_lr: float = bounded(3e-4, min=0.0)  # the planner's lr in end-to-end training
     tau: float = bounded(1.0, min=1e-6)
     # arms (stage 1: same steps, batch and trainable LM parameters for every arm)
-    arms: tuple[str, ...] = ARMS
-    mix_ratios: tuple[float, ...] = (0.5,)  # e2e_soft_mix: one arm per oracle-mixing ratio r
+    arms: tuple[str, ...] = bounded(ARMS, choices=ARMS)
+    mix_ratios: tuple[float, ...] = probability((0.5,))  # e2e_soft_mix: one arm per oracle-mixing ratio r
     mix_schedule: str = bounded("const", choices=("const", "linear"))
     n_seeds: int = bounded(1, min=1)
     eval_batch_size: int = bounded(512, min=1)
+
+    def check(self) -> None:
+        if self.model_name == "scratch" and self.cond_from_layer >= self.n_layer:
+            raise ConfigError("cond_from_layer", f"{self.cond_from_layer} leaves none of the {self.n_layer} layers to "
+                              "condition on the plan", f"pass a value below n_layer ({self.n_layer})")
+        if not self.arms:
+            raise ConfigError("arms", "no arm to train", f"name some of {list(ARMS)}")
 
 
 register_notebook(

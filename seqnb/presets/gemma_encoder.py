@@ -6,9 +6,10 @@ the `paper` preset is our default, not the authors'.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+from ..config import ConfigError, NotebookSpec, RunConfig, bounded, probability, register_notebook
 
 TASKS = ("bbc", "sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "msmarco")
 
@@ -17,13 +18,13 @@ TASKS = ("bbc", "sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "m
 class GemmaEncoderRunConfig(RunConfig):
     task: str = bounded(choices=TASKS)  # bbc: BBC News (offline); the rest: GLUE / MS MARCO by hub id
     model_name: str = "scratch"  # "scratch": a tiny Gemma 3 pretrained here; else a hub id or local folder
-    seeds: tuple[int, ...] = (0,)  # every arm is fine-tuned once per seed
+    seeds: tuple[int, ...] = bounded((0,), min=0)  # every arm is fine-tuned once per seed
     full_grid: bool = False  # add last_k1 / attn_query / attn_kv / first_k4 and the padding-mismatch arms
     regression: bool = False  # the sentence-position regression arms (BBC only)
     retrieval: bool = False  # the title → article bi-encoder arms (BBC only)
     real_backbone: bool = False  # also probe the masks of Gemma 3 270M from the offline PyPI package
     pooling_grid: tuple[str, ...] = ("first_k1", "mean")
-    dropout_grid: tuple[float, ...] = (0.0, 0.1)
+    dropout_grid: tuple[float, ...] = probability((0.0, 0.1))
     padding_side: str = bounded("right", choices=("right", "left"))
     num_probes: int = bounded(1, min=1)  # attn_query queries / attn_kv probes / learnable tokens
     temperature: float = bounded(0.05, min=1e-6)  # InfoNCE temperature of the bi-encoder
@@ -42,6 +43,20 @@ class GemmaEncoderRunConfig(RunConfig):
     intermediate_size: int = bounded(256, min=8)
     pretrain_steps: int = bounded(300, min=0)
     pretrain_lr: float = bounded(3e-3, min=0.0)
+
+    def check(self) -> None:
+        from ..encoders.pooling import POOLINGS
+
+        for name in self.pooling_grid:
+            with_k = re.fullmatch(r"(first_k|last_k)[1-9]\d*", name)
+            if not with_k and (name not in POOLINGS or name.endswith("_k")):
+                raise ConfigError("pooling_grid", f"unknown pooling {name!r}", "use first_k<K>, last_k<K> (e.g. "
+                                  f"first_k1) or one of {[p for p in POOLINGS if not p.endswith('_k')]}")
+        if self.min_len > self.max_len:
+            raise ConfigError("min_len", f"{self.min_len} is above max_len ({self.max_len})", f"pass <= {self.max_len}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError("num_kv_heads", f"{self.num_kv_heads} does not divide num_heads ({self.num_heads})",
+                              "pass a divisor of num_heads")
 
 
 register_notebook(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+from ..config import ConfigError, NotebookSpec, RunConfig, bounded, probability, register_notebook
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,7 +20,15 @@ class QuickstartConfig(RunConfig):
     n_layer: int = bounded(min=1)
     d_model: int = bounded(min=8)
     n_head: int = bounded(min=1)
-    dropout: float = bounded(0.0, min=0.0)
+    dropout: float = probability(0.0)
+
+    def check(self) -> None:
+        if self.test_digits < self.train_digits:
+            raise ConfigError("test_digits", f"{self.test_digits} is below train_digits ({self.train_digits}): the "
+                              "test covers the training lengths and longer ones", f"pass >= {self.train_digits}")
+        if self.d_model % self.n_head:
+            raise ConfigError("d_model", f"{self.d_model} is not divisible by n_head ({self.n_head})",
+                              f"pass a multiple of {self.n_head}")
 
 
 register_notebook(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+from ..config import ConfigError, NotebookSpec, RunConfig, bounded, probability, register_notebook
 
 TASKS = ("sort", "xsum", "dolly", "gsm8k")
 
@@ -31,10 +31,10 @@ class SelfGeneratedConfig(RunConfig):
     d_model: int = bounded(64, min=8)
     n_head: int = bounded(4, min=1)
     # the methods
-    arms: tuple[str, ...] = ("tf", "ss", "bash", "rac")
+    arms: tuple[str, ...] = ("tf", "ss", "bash", "rac")  # "tf" is the baseline of every comparison
     n_seeds: int = bounded(1, min=1)  # seeds seed, seed+1, ...: results are seed means with <metric>_std
     schedule: str = bounded("linear", choices=("linear", "exp", "invsigmoid", "const"))
-    p_max: float = bounded(0.5, min=0.0)  # eps(s) rises from 0 to p_max
+    p_max: float = probability(0.5)  # eps(s) rises from 0 to p_max
     eps_start_epochs: float = bounded(1.0, min=0.0)  # pure teacher forcing for this many epochs
     gen_every_epochs: float = bounded(2.0, min=0.01)  # BASH/RAC: one offline generation round every ...
     granularity: str = bounded("token", choices=("token", "sequence", "batch"))  # BASH/SS coin
@@ -42,6 +42,16 @@ class SelfGeneratedConfig(RunConfig):
     w_corr: float = bounded(1.0, min=0.0)  # RAC: weight of the predictions made after an own error
     embedder: str = "ngram"  # "ngram" (offline stand-in), "minilm", a hub id or a local folder
     eval_batch_size: int = bounded(512, min=1)
+
+    def check(self) -> None:
+        from ..methods.self_generated import ARMS
+
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad:
+            raise ConfigError("arms", f"unknown {bad}", f"use some of {list(ARMS)}")
+        if "tf" not in self.arms:
+            raise ConfigError("arms", f"{list(self.arms)} lacks 'tf', the baseline every arm is compared with",
+                              "add 'tf'")
 
 
 register_notebook(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import NotebookSpec, RunConfig, bounded, register_notebook
+from ..config import ConfigError, NotebookSpec, RunConfig, bounded, probability, register_notebook
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,15 +26,21 @@ class SequenceMatchConfig(RunConfig):
     pretrain_steps: int = bounded(min=0)
     pretrain_lr: float = bounded(min=0.0)
     # backspace augmentation and the SequenceMatch loss
-    p_noise: float = bounded(min=0.0)
-    beta: float = bounded(min=0.0)  # L = (1 - beta) BC + beta L_SM
+    p_noise: float = probability()
+    beta: float = probability()  # L = (1 - beta) BC + beta L_SM
     alpha: float = bounded(min=1e-6)  # chi^2 scale: the term is r^2 / (4 alpha)
-    gamma: float = bounded(min=0.0)
-    lam: float = bounded(min=0.0)  # data share of the data/model mixture
+    gamma: float = probability()  # discount
+    lam: float = probability()  # data share of the data/model mixture
     roll_every: int = bounded(min=1)
     n_rollouts: int = bounded(min=1)
     rollout_temperature: float = bounded(min=0.0)
     max_actions: int = bounded(min=1)
+
+    def check(self) -> None:
+        if self.min_k > self.max_k:
+            raise ConfigError("min_k", f"{self.min_k} is above max_k ({self.max_k})", f"pass <= {self.max_k}")
+        if self.task == "permutation" and self.max_k > 9:
+            raise ConfigError("max_k", f"{self.max_k} digits leave no foreign digit to inject", "pass at most 9")
 
 
 register_notebook(
