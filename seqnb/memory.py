@@ -1,8 +1,8 @@
 """Peak GPU memory of one training step, estimated on a CPU from a model's config.json alone (no weights).
 
 One AdamW step (fp32 master weights, bf16 autocast, optimizer state already present, as from the second step on)
-runs on fake tensors (`FakeTensorMode`), and `MemTracker` reports the peak bytes by kind
-(shared/specs/gpu_without_gpu.md section 2). To stay fast, the model is built with n and 2n layers and extrapolated
+runs on fake tensors (`FakeTensorMode`, so no GPU is needed), and `MemTracker` reports the peak bytes by kind.
+To stay fast, the model is built with n and 2n layers and extrapolated
 linearly to the config's depth (every layer holds the same parameters and activations): the peak of each part of
 the step (forward, backward and optimizer; first layers, last layers, outside the layers) on its own, since the
 overall peak can move from one part to another with depth.

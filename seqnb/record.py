@@ -6,7 +6,7 @@ Shape (extra keys allowed)::
      "claims": [{"id", "text", "metric", "better", "baseline", "method", "paper": {"baseline", "method"},
                  "margin", "asserted", "holds"}], ...}
 
-Whether a claim holds is derived from `results` (`Claim.holds`), never typed in. See shared/specs/README.md.
+Whether a claim holds is derived from `results` (`Claim.holds`), never typed in; an asserted claim that fails its margin fails the run.
 """
 
 from __future__ import annotations

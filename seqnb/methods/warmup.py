@@ -2,7 +2,7 @@ r"""Warmup Generations (Li et al., ACL 2025, arXiv 2502.12304): a self-generated
 
 The paper treats the warmup as a latent variable, P(y|x) = sum_c P(y|x,c) P(c|x), and approximates the sum by
 Monte Carlo with warmups sampled from the model itself [verified]. The exact loss could not be read; this module
-implements the spec's reconstruction (shared/specs/warmup_generations.md 2.4), the standard estimator that
+implements our reconstruction (notebook 01, "What is the paper's and what is ours"), the standard estimator that
 matches every verified statement. For one example with K warmups c_k ~ P(c|x) sampled from x only,
 
     a_k = log P(c_k | x)            (warmup tokens, incl. a scored `</w>`)

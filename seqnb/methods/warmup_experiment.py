@@ -1,6 +1,6 @@
 """The Warmup Generations experiment (notebook 01): data, stage-0 pre-training, the arms, evaluation and claims.
 
-Tiny preset: the spec's PRS-n toy (shared/specs/warmup_generations.md 9.2.4). x = n digits, y = their sum mod 10.
+Tiny preset: the PRS-n toy (notebook 01, "A task where a warmup can help"). x = n digits, y = their sum mod 10.
 Stage 0 stands in for a pretrained LM: plain LM training on documents `x <w> P_1 .. P_n <eos>` (the running sums),
 so the model's free continuation after `<w>` is meaningful text; the task format never occurs in stage 0. Stage 1
 fine-tunes copies of that checkpoint with the same data stream and number of updates:
@@ -499,9 +499,9 @@ def differing_draws(exp: Experiment, temperature: float, n: int = 2, pool: int =
 
 
 def claims(cfg: WarmupConfig) -> list[Claim]:
-    """Tiny preset: the spec's calibrated toy claims (11.1), margins from its calibration and re-measured on seeds
-    0-2 here. Paper tasks: uncalibrated, recorded with asserted=False (11.2), the paper's best reported score as
-    `paper["method"]` where the spec has one."""
+    """Tiny preset: the toy claims, with margins calibrated on seeds 0-2 (notebook 01, "Paper vs ours"). Paper
+    tasks: uncalibrated, recorded with asserted=False, the paper's best reported score as `paper["method"]` where
+    it reports one."""
 
     def claim(id, text, metric, baseline, method, margin=0.0, asserted=True, paper=None):
         return Claim(id=id, text=text, metric=metric, better="higher", baseline=baseline, method=method,

@@ -1,7 +1,7 @@
 """02_end_to_end_planner: planner + language model trained end to end (Cornille et al., arXiv 2410.12492, building
-on arXiv 2404.00614; spec shared/specs/planner.md).
+on arXiv 2404.00614; notebook 02).
 
-The paper preset follows the P1/P2 code defaults the spec verified (GPT-2 small, all-mpnet-base-v2, k = 1024,
+The paper preset follows the P1/P2 code defaults read in P1's official code (GPT-2 small, all-mpnet-base-v2, k = 1024,
 context 128, Adam lr 1e-4, batch 32, adapter in the top L-2 layers); the Wikipedia subset size, step counts and
 the oracle-mixing ratios are our choices (P2's full text could not be read).
 """

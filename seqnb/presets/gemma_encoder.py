@@ -1,6 +1,6 @@
 """05_gemma_encoder: a decoder LM fine-tuned as an encoder (Suganthan et al. 2025, arXiv 2503.02656).
 
-The paper's hyper-parameters could not be read (see shared/specs/gemma_encoder.md): every training value in
+The paper's hyper-parameters could not be read (only the abstract and the Figure 1 caption were readable): every training value in
 the `paper` preset is our default, not the authors'.
 """
 

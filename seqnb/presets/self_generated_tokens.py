@@ -1,6 +1,6 @@
 """04_self_generated_tokens: teacher forcing vs scheduled sampling vs BASH vs RAC (Cen et al., arXiv 2410.14655).
 
-Only the paper's abstract could be read (shared/specs/self_generated_tokens.md): the paper preset's model,
+Only the paper's abstract could be read: the paper preset's model,
 datasets and every hyper-parameter are our choices for the three task types the abstract names, not the
 authors'.
 """

@@ -1,9 +1,9 @@
 """01_warmup_generations: SFT vs Warmup Generations (Li et al. 2025, arXiv 2502.12304).
 
-Tiny preset: the spec's PRS-8 toy (pretrained running sums, shared/specs/warmup_generations.md 9.2.4-9.7).
-Paper preset: mT5-base on WMT19 de-en (the paper's headline setting, 9.8); `task` switches to XSum or LogiQA 2.0
-(9.8, with the model and lengths overridden). Values the paper does not give
-(K, L_w, sampling, weight temperature, learning rates, step counts) are the spec's recommended defaults, not the
+Tiny preset: the PRS-8 toy (pretrained running sums; notebook 01, "A task where a warmup can help").
+Paper preset: mT5-base on WMT19 de-en (the paper's headline setting); `task` switches to XSum or LogiQA 2.0
+(with the model and lengths overridden). Values the paper does not give
+(K, L_w, sampling, weight temperature, learning rates, step counts) are our defaults, not the
 authors'.
 """
 
@@ -16,7 +16,7 @@ from ..config import NotebookSpec, RunConfig, bounded, register_notebook
 
 @dataclass(frozen=True, kw_only=True)
 class WarmupConfig(RunConfig):
-    # "running_sums": x = n_digits digits, y = their sum mod 10 (the spec's PRS-n toy); the paper's tasks (paper
+    # "running_sums": x = n_digits digits, y = their sum mod 10 (the PRS-n toy); the paper's tasks (paper
     # preset): "translation" (source -> target sentences, WMT19), "summarization" (document -> summary, XSum),
     # "multiple_choice" (passage, question and options A-D -> the answer letter, LogiQA 2.0)
     task: str = bounded(choices=("running_sums", "translation", "summarization", "multiple_choice"))
@@ -35,7 +35,7 @@ class WarmupConfig(RunConfig):
     # stage 0 (tiny only): plain LM pre-training on running-sum documents, a stand-in for a pretrained LM
     pretrain_steps: int = bounded(0, min=0)
     pretrain_lr: float = bounded(1e-3, min=0.0)
-    # the warmup objective (shared/specs/warmup_generations.md 2.4-2.6; every value here is [U]: our default)
+    # the warmup objective (notebook 01, "What is the paper's and what is ours"; every value here is our default)
     n_warmups: int = bounded(4, min=1)  # K warmups sampled per training input
     max_warmup_len: int = bounded(8, min=1)  # L_w
     fixed_warmup_len: bool = False  # True: warmups are exactly L_w tokens, `</w>` appended and not scored
@@ -67,7 +67,7 @@ register_notebook(
         title="Warmup Generations: unsupervised initial states before the answer (arXiv 2502.12304)",
         config_cls=WarmupConfig,
         presets={
-            # the spec's recommended tiny preset (9.7): PRS-8, 2-layer d64 decoder, S0 = S1 = 600, batch 32,
+            # our tiny preset: PRS-8, 2-layer d64 decoder, S0 = S1 = 600, batch 32,
             # K = 4, warmups at T = 0.5, lr 1e-3 with 100 warm-up steps
             "tiny": dict(
                 task="running_sums", n_digits=8, n_train=19_200, n_test=1_000, n_curve=300,
@@ -80,7 +80,7 @@ register_notebook(
                 restrict_digits=True, max_answer_len=1,
                 n_sweep=(1, 2), controls=True, probe_steps=(0, 20, 50, 600),
             ),
-            # the paper's headline setting (mT5-base, de->en); K, L_w, lr, steps and sampling are the spec's
+            # the paper's headline setting (mT5-base, de->en); K, L_w, lr, steps and sampling are our
             # defaults (4, 32, AdamW 3e-4, T = 1), not values read from the paper
             "paper": dict(
                 device="cuda", precision="bf16", num_threads=0,
