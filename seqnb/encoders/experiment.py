@@ -298,7 +298,7 @@ def with_pooling_spread(results: dict[str, dict[str, float]], metric: str) -> di
 
 
 def claims(cfg: GemmaEncoderRunConfig, results: dict[str, dict[str, float]]) -> list[Claim]:
-    """The paper's findings (as reconstructed in the spec) that this run's variants can test. Margins and
+    """The paper's findings (as we reconstructed them: notebook 05) that this run's variants can test. Margins and
     `asserted` come from the tiny preset's calibration; at other presets nothing is asserted."""
     m, tiny = main_metric(cfg), cfg.preset == "tiny"
     candidates = [

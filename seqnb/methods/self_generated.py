@@ -15,7 +15,7 @@ and they differ only in where yhat comes from and how the mask m is drawn:
           between gold and own token, "interleaving"; the granularity is our reading).
 - `rac`:  reference-answer-based correction: with probability eps an example keeps the model's own prefix
           yhat_1..yhat_c (c >= the first own error k) and every target stays the reference, so the model learns
-          to return to the reference after its own mistakes (the construction is ours, see the spec).
+          to return to the reference after its own mistakes (the construction is ours: notebook 04 shows it).
 
 Sampled tokens are integers produced without gradient: nothing flows through the sampling.
 Tensors use 0-based answer positions a = 0..T-1; `targets[:, i]` is what the logits at sequence index i predict.
