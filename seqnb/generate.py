@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from .runtime import model_device
+
 
 @torch.no_grad()
 def generate(
@@ -37,7 +39,7 @@ def generate(
     if seed is not None:
         torch.manual_seed(seed)
     seq2seq = model.config.is_encoder_decoder
-    device = next(model.parameters()).device
+    device = model_device(model)
     out: list[str] = []
     try:
         for i in range(0, len(prompts), batch_size):

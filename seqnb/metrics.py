@@ -12,6 +12,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from .collate import IGNORE_INDEX
+from .runtime import model_device
 
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -35,7 +36,7 @@ def mean_token_nll(
     """Mean negative log-likelihood (nats) per label token over `data` (rows with `input_ids` and `labels`)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, count = 0.0, 0
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate_fn):
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -40,17 +40,23 @@ REHEARSAL: dict[str, dict[str, Any]] = {
 }
 
 
-def rehearse(notebook: str, *, mirror: str | Path, output_root: str | Path, device: str = "cpu",
-             params: dict[str, Any] | None = None) -> Path:
-    """Run `notebook` at the paper preset with the stand-ins in `mirror` (written beforehand with
-    `seqnb.standins.write_standins`); returns its run folder, which holds metrics.json and the figures."""
-    from .cli import run_notebook
-
+def rehearsal_config(notebook: str, **fields: Any) -> dict[str, Any]:
+    """The config fields of `notebook`'s rehearsal (`REHEARSAL`), with `fields` on top."""
     if notebook not in REHEARSAL:
         raise KeyError(f"parameter 'notebook': no rehearsal for {notebook!r}, use one of {sorted(REHEARSAL)}")
-    values = {**REHEARSAL[notebook], "device": device, **(params or {})}
+    return {**REHEARSAL[notebook]["config"], **fields}
+
+
+def rehearse(notebook: str, *, mirror: str | Path, output_root: str | Path, device: str = "cpu",
+             config: dict[str, Any] | None = None) -> Path:
+    """Run `notebook` at the paper preset with the stand-ins in `mirror` (written beforehand with
+    `seqnb.standins.write_standins`), at `rehearsal_config(notebook, **config)`; returns its run folder, which
+    holds metrics.json and the figures."""
+    from .cli import run_notebook
+
+    fields = rehearsal_config(notebook, **(config or {}))
     # papermill writes a tuple as its string: lists (the config turns them back into tuples)
-    values["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.get("config", {}).items()}
+    values = {"device": device, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
     previous = os.environ.get(MIRROR_ENV)
     os.environ[MIRROR_ENV] = str(Path(mirror).resolve())  # the notebook's kernel inherits it
     try:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from seqnb.rehearsal import REHEARSAL, rehearse
+from seqnb.rehearsal import REHEARSAL, rehearsal_config, rehearse
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_paper_preset_runs_end_to_end_on_stand_ins(notebook, mirror, tmp_path):
 def _paper_cfg(notebook, tmp_path, **fields):
     from seqnb.config import resolve_config
 
-    overrides = {**REHEARSAL[notebook]["config"], **fields, "output_dir": str(tmp_path / "run")}
+    overrides = rehearsal_config(notebook, **fields, output_dir=str(tmp_path / "run"))
     return resolve_config(notebook, "paper", device="cpu", overrides=overrides)
 
 

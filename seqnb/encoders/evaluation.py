@@ -9,6 +9,7 @@ from datasets import Dataset
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
+from ..runtime import model_device
 from .data import EncoderCollator
 
 
@@ -18,7 +19,7 @@ def predict(model: torch.nn.Module, data: Dataset, collator: EncoderCollator, *,
     """`model(...).logits` for every row of `data` in order (for `prefix="q_"`, the `q_input_ids` column)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     column = f"{prefix}input_ids"
     outputs = []
     for start in range(0, len(data), batch_size):

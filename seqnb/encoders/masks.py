@@ -14,6 +14,8 @@ import torch
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
+from ..runtime import model_device
+
 ATTENTION_MODES = ("causal", "bidirectional")
 
 
@@ -50,7 +52,7 @@ def probe_influence(backbone: torch.nn.Module, input_ids: torch.Tensor, position
                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-position change ‖Δh_t‖ of the final hidden states when the token at `position` is replaced by
     `new_token` (row 0). Under a causal mask positions before `position` cannot change."""
-    device = next(backbone.parameters()).device  # the inputs go where the backbone is
+    device = model_device(backbone)  # the inputs go where the backbone is
     input_ids = input_ids.to(device)
     attention_mask = None if attention_mask is None else attention_mask.to(device)
     changed = input_ids.clone()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..runtime import model_device
 from .self_generated import argmax_tokens, collate
 
 
@@ -31,7 +32,7 @@ def greedy_answers(model, prompts: list[list[int]], max_new: int, *, pad_id: int
     (pad after EOS) and lengths [N] (EOS included). `allowed` restricts the argmax to answer tokens."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     out, lens = [], []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i: i + batch_size]
@@ -75,7 +76,7 @@ def _score(model, rows: list[dict], targets: torch.Tensor, pad_id: int, allowed,
     """For prompt + rows' answer as context: log p(target_a | prompt, answer_<a) and the argmax, [N, T]."""
     logp_all, pred_all = [], []
     for i in range(0, len(rows), batch_size):
-        b = collate(rows[i: i + batch_size], pad_id).to(next(model.parameters()).device)
+        b = collate(rows[i: i + batch_size], pad_id).to(model_device(model))
         T = targets.shape[1]
         logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
         index = (b.ans_start[:, None] + torch.arange(T, device=logits.device) - 1).clamp(

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..runtime import model_device
 from ..tasks import arithmetic_answer
 from .backspace import Trace, collate_actions
 from .sequencematch_experiment import EVAL_TEMPERATURES, Vocab, generate, is_correct
@@ -77,7 +78,7 @@ def bksp_probabilities(model, trace: Trace, vocab: Vocab) -> list[tuple[str, str
                             pad_id=vocab.pad)
     was_training = model.training
     model.eval()
-    logits = batch.to(next(model.parameters()).device).forward(model)[0].float()
+    logits = batch.to(model_device(model)).forward(model)[0].float()
     model.train(was_training)
     probs = torch.softmax(logits.masked_fill(~vocab.allowed.to(logits.device), float("-inf")), dim=-1)
     rows, edited = [], list(trace.actions[: trace.prompt_len])
