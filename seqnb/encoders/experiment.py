@@ -181,8 +181,8 @@ def enable_checkpointing(backbone: PreTrainedModel) -> None:
 def fine_tune(arm: Arm, decoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: dict[str, Dataset],
               cfg: GemmaEncoderRunConfig, seed: int) -> TrainResult:
     """One arm at one seed: the decoder's weights, the arm's mask/pooling/dropout, a fresh head. A GLUE / MS
-    MARCO arm writes one checkpoint, at its end (`ckpt_every` is raised to `max_steps`): a 2B model's checkpoint
-    with its optimizer state is about 31 GB."""
+    MARCO arm writes one checkpoint, at its end (`ckpt_every` is raised to `max_steps`): a 2B model's mid-run
+    checkpoint with its optimizer state would be about 31 GB; a finished one keeps the weights, about 10 GB."""
     torch.manual_seed(seed)
     retrieve = arm.task == "retrieve"
     model = build_encoder(arm, decoder, sets, cfg)

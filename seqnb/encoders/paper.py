@@ -4,7 +4,6 @@ the tests rehearse it on tiny local folders in the hub's layout."""
 
 from __future__ import annotations
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -63,7 +62,7 @@ def hub_setup(cfg: GemmaEncoderRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
     updates at lr 1e-5 round away) and its tokenizer, and the task's `train` / `test` sets. `cfg.dataset_dir`, if
     set, is read instead of the hub id: a hub download (`hf download ... --repo-type dataset`) or a
     `save_to_disk` copy of the task."""
-    decoder, tokenizer = load_pretrained(cfg.model_name, dtype=torch.float32)
+    decoder, tokenizer = load_pretrained(cfg.model_name)  # fp32, load_pretrained's default
     if cfg.task == "msmarco":
         data = load_hub_dataset(cfg.dataset_dir or MSMARCO_ID, "v1.1", param="dataset_dir")
         splits, needed = (("train", "train"), ("test", "validation")), ("query", "passages")

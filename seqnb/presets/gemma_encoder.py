@@ -72,7 +72,7 @@ register_notebook(
             ),
             # our defaults (the paper's appendix could not be read); one GLUE task per run, -p task NAME.
             # 32 examples (MS MARCO: 32 groups = 256 sequences) per optimizer step, as 4 micro-batches of 8 with
-            # gradient checkpointing; one checkpoint per arm (2B weights + AdamW state are ~31 GB on disk)
+            # gradient checkpointing; one checkpoint per arm, its end (the weights, ~10 GB)
             "paper": dict(
                 device="cuda", precision="bf16", num_threads=0,
                 task="sst2", model_name="google/gemma-2-2b", seeds=(0,), full_grid=False,
