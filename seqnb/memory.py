@@ -369,16 +369,12 @@ def model_config(cfg) -> PretrainedConfig | None:
         config._name_or_path = name
         return config
     if name == "scratch" and cfg.notebook == "00_quickstart":
-        from transformers import GPT2Config
+        from .quickstart import build_model
 
-        from .quickstart import ALPHABET
-        from .tokenizers import SPECIAL_TOKENS
-
-        p = cfg.dropout
-        return GPT2Config(vocab_size=len(SPECIAL_TOKENS) + len(set(ALPHABET)), n_positions=4 * cfg.test_digits + 6,
-                          n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=p, embd_pdrop=p,
-                          attn_pdrop=p, pad_token_id=0, bos_token_id=1, eos_token_id=2,  # char_tokenizer's order
-                          name_or_path="scratch GPT-2-style decoder")
+        with torch.device("meta"):  # the notebook's own decoder, for its config only: no weights are made
+            config = build_model(cfg)[0].config
+        config._name_or_path = "scratch GPT-2-style decoder"
+        return config
     return None
 
 
