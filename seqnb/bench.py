@@ -21,13 +21,13 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .collate import PadCollator, tokenize_pairs
-from .config import resolve_config
-from .models import build_decoder, count_parameters
-from .record import environment
-from .runtime import device_name, seeded_generator
-from .tokenizers import char_tokenizer
-from .train import train
+from seqnb.collate import PadCollator, tokenize_pairs
+from seqnb.papers import paper_module, resolve_config
+from seqnb.models import build_decoder, count_parameters
+from seqnb.record import environment
+from seqnb.runtime import device_name, seeded_generator
+from seqnb.tokenizers import char_tokenizer
+from seqnb.train import train
 
 
 # dense bf16 peak FLOP/s (no sparsity) from the vendors' data sheets, matched against the device name
@@ -139,7 +139,7 @@ def method_overheads(*, steps: int, warmup: int, pretrain_steps: int, device: st
 def _self_generated_overheads(*, epochs: int, device: str, quick: bool) -> list[dict]:
     """Notebook 04's arms on the tiny sorting task, timed after the teacher-forced first epoch (where the arms
     start to differ), with the offline generation rounds of BASH/RAC inside the window."""
-    from .methods import self_generated_experiment as sg
+    sg = paper_module("04_self_generated_tokens", "experiment")
 
     with tempfile.TemporaryDirectory() as tmp:
         base = resolve_config("04_self_generated_tokens", output_dir=tmp, device=device, num_threads=0,
@@ -173,8 +173,8 @@ def _sequencematch_overheads(*, steps: int, warmup: int, pretrain_steps: int, de
     """Notebook 03's arms from the same briefly pretrained weights (the tiny SequenceMatch setting); the arithmetic
     minimum counts padded tokens through forward+backward passes relative to the SFT batch (measured on the same
     batches): compute scales with tokens at these lengths."""
-    from .methods import sequencematch_experiment as sm
-    from .methods.backspace import collate_actions
+    sm = paper_module("03_sequencematch", "experiment")
+    collate_actions = paper_module("03_sequencematch", "backspace").collate_actions
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = resolve_config("03_sequencematch", output_dir=tmp, device=device, max_steps=steps,

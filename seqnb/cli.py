@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRESET_NAMES, ConfigError, default_output_dir, notebook_specs, project_root, resolve_config
+from .config import PRESET_NAMES, ConfigError, default_output_dir, project_root
+from .papers import notebook_specs, resolve_config
 
 
 def notebooks_dir() -> Path:

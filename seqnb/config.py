@@ -1,7 +1,8 @@
 """Run configuration: presets, overrides and validation.
 
-A notebook's parameters cell holds plain values (preset, seed, output_dir, a few overrides). `resolve_config`
-turns them into one frozen, validated config object that is passed, never read from module state::
+A notebook's parameters cell holds plain values (preset, seed, output_dir, a few overrides). Its `NotebookSpec`
+(each paper's `config.SPEC`, looked up by name with `seqnb.papers.resolve_config`) turns them into one frozen,
+validated config object that is passed, never read from module state::
 
     cfg = resolve_config("00_quickstart", preset="tiny", seed=0, max_steps=None)
 
@@ -90,61 +91,44 @@ class NotebookSpec:
     config_cls: type[RunConfig]
     presets: dict[str, dict[str, Any]]
 
+    def __post_init__(self):
+        missing = set(PRESET_NAMES) - set(self.presets)
+        if missing:
+            raise ValueError(f"notebook {self.name!r} lacks presets {sorted(missing)}")
 
-_REGISTRY: dict[str, NotebookSpec] = {}
+    def resolve(self, preset: str = "tiny", overrides: dict[str, Any] | None = None, **params: Any) -> RunConfig:
+        """Preset values, then the caller's non-None overrides; validated and frozen.
 
-
-def register_notebook(spec: NotebookSpec) -> NotebookSpec:
-    missing = set(PRESET_NAMES) - set(spec.presets)
-    if missing:
-        raise ValueError(f"notebook {spec.name!r} lacks presets {sorted(missing)}")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def notebook_specs() -> dict[str, NotebookSpec]:
-    from . import presets  # noqa: F401  (registers every notebook)
-
-    return dict(_REGISTRY)
-
-
-def resolve_config(notebook: str, preset: str = "tiny", overrides: dict[str, Any] | None = None,
-                   **params: Any) -> RunConfig:
-    """Preset values, then the caller's non-None overrides; validated and frozen.
-
-    `None` means "keep the preset's value", so a parameters cell can list optional overrides as None.
-    `overrides` sets any other field by name (a notebook's `config` parameter, e.g. `-p config "{'n_train': 64}"`).
-    """
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError("config", f"expected a dict of config fields, got {overrides!r}",
-                          "pass e.g. -p config \"{'n_train': 64}\"")
-    twice = sorted(k for k in overrides or {} if params.get(k) is not None)
-    if twice:
-        raise ConfigError(twice[0], "given both as a notebook parameter and in `config`", "give it once")
-    params = {**params, **(overrides or {})}
-    specs = notebook_specs()
-    if notebook not in specs:
-        raise ConfigError("notebook", f"unknown notebook {notebook!r}", f"use one of {sorted(specs)}")
-    spec = specs[notebook]
-    if not isinstance(preset, str) or preset not in spec.presets:
-        raise ConfigError("preset", f"unknown preset {preset!r}", f"use one of {list(spec.presets)}")
-    names = {f.name for f in dataclasses.fields(spec.config_cls)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(
-            unknown[0], f"not a parameter of {notebook}", f"use one of {sorted(names - {'notebook', 'preset'})}"
-        )
-    values = {**spec.presets[preset], **{k: v for k, v in params.items() if v is not None}}
-    hints = typing.get_type_hints(spec.config_cls)
-    for k, v in values.items():  # a list where the config holds a tuple (from papermill or JSON): keep it frozen
-        if isinstance(v, list) and typing.get_origin(hints.get(k)) is tuple:
-            values[k] = tuple(v)
-    values.update(notebook=notebook, preset=preset)
-    if not values.get("output_dir"):
-        values["output_dir"] = str(default_output_dir(notebook, preset, values.get("seed", 0)))
-    cfg = spec.config_cls(**values)
-    validate(cfg)
-    return cfg
+        `None` means "keep the preset's value", so a parameters cell can list optional overrides as None.
+        `overrides` sets any other field by name (a notebook's `config` parameter, e.g.
+        `-p config "{'n_train': 64}"`).
+        """
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ConfigError("config", f"expected a dict of config fields, got {overrides!r}",
+                              "pass e.g. -p config \"{'n_train': 64}\"")
+        twice = sorted(k for k in overrides or {} if params.get(k) is not None)
+        if twice:
+            raise ConfigError(twice[0], "given both as a notebook parameter and in `config`", "give it once")
+        params = {**params, **(overrides or {})}
+        if not isinstance(preset, str) or preset not in self.presets:
+            raise ConfigError("preset", f"unknown preset {preset!r}", f"use one of {list(self.presets)}")
+        names = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(
+                unknown[0], f"not a parameter of {self.name}", f"use one of {sorted(names - {'notebook', 'preset'})}"
+            )
+        values = {**self.presets[preset], **{k: v for k, v in params.items() if v is not None}}
+        hints = typing.get_type_hints(self.config_cls)
+        for k, v in values.items():  # a list where the config holds a tuple (from papermill or JSON): keep it frozen
+            if isinstance(v, list) and typing.get_origin(hints.get(k)) is tuple:
+                values[k] = tuple(v)
+        values.update(notebook=self.name, preset=preset)
+        if not values.get("output_dir"):
+            values["output_dir"] = str(default_output_dir(self.name, preset, values.get("seed", 0)))
+        cfg = self.config_cls(**values)
+        validate(cfg)
+        return cfg
 
 
 def validate(cfg: RunConfig) -> None:

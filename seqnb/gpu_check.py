@@ -92,7 +92,7 @@ def main(out: Path | None = None) -> int:
 
 
 def _paper_rehearsals(out: Path) -> list[dict]:
-    from .config import resolve_config
+    from .papers import resolve_config
     from .memory import paper_memory
     from .rehearsal import REHEARSAL, rehearsal_config, rehearse
     from .standins import write_standins

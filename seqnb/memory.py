@@ -286,7 +286,7 @@ def _fused_attention():
 
 
 class _PooledModel(torch.nn.Module):
-    """05's encoder: backbone -> mean pooling -> MLP head (seqnb.encoders.modeling.MLPHead), two outputs."""
+    """05's encoder: backbone -> mean pooling -> MLP head (seqnb.papers.gemma_encoder.method.MLPHead), two outputs."""
 
     def __init__(self, backbone):
         super().__init__()
@@ -369,8 +369,9 @@ def model_config(cfg) -> PretrainedConfig | None:
         config._name_or_path = name
         return config
     if name == "scratch" and cfg.notebook == "00_quickstart":
-        from .quickstart import build_model
+        from .papers import paper_module
 
+        build_model = paper_module("00_quickstart", "experiment").build_model
         with torch.device("meta"):  # the notebook's own decoder, for its config only: no weights are made
             config = build_model(cfg)[0].config
         config._name_or_path = "scratch GPT-2-style decoder"
@@ -444,7 +445,7 @@ H100_BF16_FLOPS, MFU = 989e12, 0.4  # dense bf16 peak of an H100 SXM, and an MFU
 def paper_table() -> str:
     """Markdown: per paper preset and task, the model, the micro-batch, the estimated peak memory, and the time of one
     optimizer step at 40% MFU on an H100 (6 N x tokens, every sequence at its maximum length: an upper bound)."""
-    from .config import resolve_config
+    from .papers import resolve_config
 
     lines = ["| notebook | task | model | micro-batch x accumulation | peak GPU memory (estimate) | s / step at 40% "
              "MFU | steps per arm |", "|---|---|---|---|---|---|---|"]

@@ -22,7 +22,7 @@ def char_tok():
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A quickstart config small enough to train in a few seconds."""
-    from seqnb.config import resolve_config
+    from seqnb.papers import resolve_config
 
     def make(**overrides):
         values = dict(output_dir=str(tmp_path / "run"), max_steps=40, batch_size=16, n_train=640,

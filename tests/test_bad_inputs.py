@@ -4,7 +4,8 @@ one table over the notebooks' configs (what a parameters cell passes to resolve_
 import pytest
 
 from seqnb.cli import main
-from seqnb.config import ConfigError, resolve_config
+from seqnb.config import ConfigError
+from seqnb.papers import resolve_config
 
 QS, WG, PL, SM, SG, GE = ("00_quickstart", "01_warmup_generations", "02_end_to_end_planner", "03_sequencematch",
                           "04_self_generated_tokens", "05_gemma_encoder")

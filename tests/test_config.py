@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from seqnb.config import ConfigError, resolve_config
+from seqnb.config import ConfigError
+from seqnb.papers import resolve_config
 
 
 def test_tiny_preset_resolves_with_defaults(tmp_path):

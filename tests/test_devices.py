@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqnb.config import resolve_config
+from seqnb.papers import resolve_config
 from seqnb.runtime import check_generator, seeded_generator
 
 META = torch.device("meta")
@@ -96,7 +96,7 @@ def test_only_the_helper_makes_generators():
 
 # ------------------------------------------------------------------------------------- 00 quickstart
 def test_quickstart_step_on_meta(tiny_cfg):
-    from seqnb import quickstart as qs
+    from seqnb.papers.quickstart import experiment as qs
     from seqnb.collate import PadCollator
     from seqnb.train import sft_step
 
@@ -111,7 +111,7 @@ def test_quickstart_step_on_meta(tiny_cfg):
 # ---------------------------------------------------------------------------------------- 01 warmup
 @pytest.fixture(scope="module")
 def warmup(tmp_path_factory):
-    from seqnb.methods import warmup_experiment as ex
+    from seqnb.papers.warmup_generations import experiment as ex
 
     cfg = resolve_config("01_warmup_generations", output_dir=str(tmp_path_factory.mktemp("w")), n_train=16,
                          n_test=4, n_curve=4, n_layer=1, d_model=16, n_head=2, pretrain_steps=0)
@@ -121,7 +121,7 @@ def warmup(tmp_path_factory):
 
 @pytest.mark.parametrize("arm", ["sft", "pause", "oracle", "warmup"])
 def test_warmup_arms_step_on_meta(warmup, arm):
-    from seqnb.methods import warmup_experiment as ex
+    from seqnb.papers.warmup_generations import experiment as ex
 
     cfg, model, setup = warmup
     step = ex.make_step(arm, setup, cfg)
@@ -137,7 +137,7 @@ def test_warmup_arms_step_on_meta(warmup, arm):
 
 
 def test_warmup_decoding_on_meta_reaches_its_first_value_read(warmup):
-    from seqnb.methods import warmup as wg
+    from seqnb.papers.warmup_generations import method as wg
 
     cfg, model, setup = warmup
     meta = copy.deepcopy(model).to(META)
@@ -157,7 +157,7 @@ class _FakeCudaGenerator:
 # --------------------------------------------------------------------------------------- 02 planner
 @pytest.fixture(scope="module")
 def planner(tmp_path_factory):
-    from seqnb.methods import planner_experiment as ex
+    from seqnb.papers.end_to_end_planner import experiment as ex
 
     cfg = resolve_config("02_end_to_end_planner", output_dir=str(tmp_path_factory.mktemp("p")), n_train_docs=40,
                          n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, planner_d=16,
@@ -169,7 +169,7 @@ def planner(tmp_path_factory):
 @pytest.mark.parametrize("arm", ["plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_soft",
                                  "e2e_soft", "e2e_soft_r0.5"])
 def test_planner_arms_step_on_meta(planner, arm):
-    from seqnb.methods import planner_experiment as ex
+    from seqnb.papers.end_to_end_planner import experiment as ex
     from seqnb.train import sft_step
 
     cfg, data, base = planner
@@ -181,9 +181,9 @@ def test_planner_arms_step_on_meta(planner, arm):
 
 
 def test_planner_pretraining_evaluation_and_explorer_on_meta(planner):
-    from seqnb.methods import planner as pl
-    from seqnb.methods import planner_experiment as ex
-    from seqnb.methods import planner_viz as viz
+    from seqnb.papers.end_to_end_planner import method as pl
+    from seqnb.papers.end_to_end_planner import experiment as ex
+    from seqnb.papers.end_to_end_planner import views as viz
 
     cfg, data, base = planner
     batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
@@ -202,7 +202,7 @@ def test_planner_pretraining_evaluation_and_explorer_on_meta(planner):
 # ---------------------------------------------------------------------------------- 03 sequencematch
 @pytest.fixture(scope="module")
 def sequencematch(tmp_path_factory):
-    from seqnb.methods import sequencematch_experiment as ex
+    from seqnb.papers.sequencematch import experiment as ex
 
     cfg = resolve_config("03_sequencematch", output_dir=str(tmp_path_factory.mktemp("s")), n_train=64, n_eval=4,
                          n_layer=1, d_model=16, n_head=2, max_actions=12)
@@ -214,9 +214,9 @@ def sequencematch(tmp_path_factory):
 @pytest.mark.parametrize("arm", ["mle", "bc_bksp", "sm"])
 def test_sequencematch_arms_step_on_meta(sequencematch, arm):
     from seqnb.collate import PadCollator, tokenize_pairs
-    from seqnb.methods import sequencematch_experiment as ex
-    from seqnb.methods.backspace import collate_actions
-    from seqnb.methods.sequencematch import SequenceMatchStep, bc_step
+    from seqnb.papers.sequencematch import experiment as ex
+    from seqnb.papers.sequencematch.backspace import collate_actions
+    from seqnb.papers.sequencematch.method import SequenceMatchStep, bc_step
     from seqnb.train import sft_step
 
     cfg, data, model, vocab = sequencematch
@@ -234,7 +234,7 @@ def test_sequencematch_arms_step_on_meta(sequencematch, arm):
 
 
 def test_sequencematch_generation_on_meta_reaches_its_first_value_read(sequencematch):
-    from seqnb.methods import sequencematch_experiment as ex
+    from seqnb.papers.sequencematch import experiment as ex
 
     cfg, data, model, vocab = sequencematch
     meta = copy.deepcopy(model).to(META)
@@ -246,7 +246,7 @@ def test_sequencematch_generation_on_meta_reaches_its_first_value_read(sequencem
 # ------------------------------------------------------------------------------ 04 self-generated
 @pytest.fixture(scope="module")
 def selfgen(tmp_path_factory):
-    from seqnb.methods import self_generated_experiment as ex
+    from seqnb.papers.self_generated_tokens import experiment as ex
 
     cfg = resolve_config("04_self_generated_tokens", output_dir=str(tmp_path_factory.mktemp("g")), length=6,
                          n_train=64, n_eval=8, batch_size=8, max_steps=16, n_layer=1, d_model=16, n_head=2)
@@ -260,8 +260,8 @@ def selfgen(tmp_path_factory):
 def test_self_generated_arms_step_on_meta(selfgen, arm, alignment):
     from dataclasses import replace
 
-    from seqnb.methods import self_generated as sg
-    from seqnb.methods import self_generated_experiment as ex
+    from seqnb.papers.self_generated_tokens import method as sg
+    from seqnb.papers.self_generated_tokens import experiment as ex
 
     cfg, task, model = selfgen
     step = ex.make_step(arm, replace(cfg, rac_alignment=alignment), task)
@@ -279,7 +279,7 @@ def test_self_generated_arms_step_on_meta(selfgen, arm, alignment):
 
 
 def test_self_generated_evaluation_on_meta_reaches_its_first_value_read(selfgen):
-    from seqnb.methods.self_generated_exposure import exposure, greedy_answers
+    from seqnb.papers.self_generated_tokens.exposure import exposure, greedy_answers
 
     cfg, task, model = selfgen
     meta = copy.deepcopy(model).to(META)
@@ -292,7 +292,7 @@ def test_self_generated_evaluation_on_meta_reaches_its_first_value_read(selfgen)
 # ------------------------------------------------------------------------------------------ 05 encoder
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    from seqnb.encoders import experiment as ex
+    from seqnb.papers.gemma_encoder import experiment as ex
     from seqnb.tokenizers import word_tokenizer
 
     cfg = resolve_config("05_gemma_encoder", output_dir=str(tmp_path_factory.mktemp("e")), hidden_size=16,
@@ -311,9 +311,9 @@ def _texts(tok, texts):
     ("bidirectional", "attn_kv", "classification"), ("causal", "last_naive", "classification"),
     ("bidirectional", "mean", "ranking"), ("bidirectional", "learnable_tokens", "classification")])
 def test_encoder_arms_step_on_meta(encoder, attention, pooling, head):
-    from seqnb.encoders import GemmaEncoderModel
-    from seqnb.encoders.data import EncoderCollator
-    from seqnb.encoders.experiment import Arm
+    from seqnb.papers.gemma_encoder.method import GemmaEncoderModel
+    from seqnb.papers.gemma_encoder.data import EncoderCollator
+    from seqnb.papers.gemma_encoder.experiment import Arm
     from seqnb.train import sft_step
 
     cfg, tok, decoder = encoder
@@ -328,10 +328,10 @@ def test_encoder_arms_step_on_meta(encoder, attention, pooling, head):
 
 
 def test_encoder_bi_encoder_step_and_explorer_on_meta(encoder):
-    from seqnb.encoders import GemmaEncoderModel
-    from seqnb.encoders.data import EncoderCollator
-    from seqnb.encoders.experiment import contrastive_step
-    from seqnb.encoders.explorer import compare
+    from seqnb.papers.gemma_encoder.method import GemmaEncoderModel
+    from seqnb.papers.gemma_encoder.data import EncoderCollator
+    from seqnb.papers.gemma_encoder.experiment import contrastive_step
+    from seqnb.papers.gemma_encoder.views import compare
 
     cfg, tok, decoder = encoder
     embedder = GemmaEncoderModel.from_decoder(decoder, head_type="embedding", attention="bidirectional",

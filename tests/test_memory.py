@@ -8,7 +8,7 @@ import pytest
 from transformers import GPT2Config
 
 from seqnb import memory
-from seqnb.config import resolve_config
+from seqnb.papers import resolve_config
 from seqnb.memory import estimate_training_memory
 
 SMALL = dict(n_embd=128, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=0, eos_token_id=0)

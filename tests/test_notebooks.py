@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from seqnb.config import notebook_specs
+from seqnb.papers import notebook_specs
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 

@@ -29,7 +29,7 @@ def test_paper_preset_runs_end_to_end_on_stand_ins(notebook, mirror, tmp_path):
 
 
 def _paper_cfg(notebook, tmp_path, **fields):
-    from seqnb.config import resolve_config
+    from seqnb.papers import resolve_config
 
     overrides = rehearsal_config(notebook, **fields, output_dir=str(tmp_path / "run"))
     return resolve_config(notebook, "paper", device="cpu", overrides=overrides)
@@ -37,7 +37,7 @@ def _paper_cfg(notebook, tmp_path, **fields):
 
 @pytest.mark.parametrize("task", ["summarization", "multiple_choice"])  # translation: the notebook run above
 def test_every_warmup_paper_task_loads_trains_and_scores(task, mirror, monkeypatch, tmp_path):
-    from seqnb.methods import warmup_experiment as ex
+    from seqnb.papers.warmup_generations import experiment as ex
 
     monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
     cfg = _paper_cfg("01_warmup_generations", tmp_path, task=task, max_steps=1, eval_every=1, ckpt_every=1)
@@ -48,7 +48,7 @@ def test_every_warmup_paper_task_loads_trains_and_scores(task, mirror, monkeypat
 
 @pytest.mark.parametrize("task", ["dolly", "gsm8k"])  # xsum: the notebook run above
 def test_every_self_generated_paper_task_loads_trains_and_scores(task, mirror, monkeypatch, tmp_path):
-    from seqnb.methods import self_generated_experiment as ex
+    from seqnb.papers.self_generated_tokens import experiment as ex
 
     monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
     cfg = _paper_cfg("04_self_generated_tokens", tmp_path, task=task, arms=("tf", "bash"))

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from seqnb.config import resolve_config
+from seqnb.papers import resolve_config
 from seqnb.record import Claim, claims_table, load_metrics, results_table, write_metrics
 
 RESULTS = {"mle": {"acc": 0.50, "ppl": 10.0}, "sm": {"acc": 0.56, "ppl": 12.0}}

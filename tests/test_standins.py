@@ -80,10 +80,11 @@ def test_the_table_covers_what_the_writers_write():
 
 
 def test_every_hub_id_of_the_paper_presets_has_a_stand_in():
-    import seqnb.presets  # noqa: F401  (registers the notebooks)
-    from seqnb.config import notebook_specs, resolve_config
-    from seqnb.encoders.paper import GLUE_ID, MSMARCO_ID
-    from seqnb.methods import self_generated_experiment, warmup_experiment
+
+    from seqnb.papers import notebook_specs, resolve_config
+    from seqnb.papers.gemma_encoder.hub_data import GLUE_ID, MSMARCO_ID
+    from seqnb.papers.self_generated_tokens import experiment as self_generated_experiment
+    from seqnb.papers.warmup_generations import experiment as warmup_experiment
 
     named = {GLUE_ID, MSMARCO_ID}
     named |= {t.dataset_id for t in warmup_experiment.TEXT_TASKS.values()}

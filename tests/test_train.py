@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from seqnb import quickstart as qs
+from seqnb.papers.quickstart import experiment as qs
 from seqnb.collate import IGNORE_INDEX, PadCollator, tokenize_pairs
 from seqnb.config import ConfigError
 from seqnb.train import ParamGroup, train
@@ -120,7 +120,7 @@ def test_one_step_at_each_paper_presets_precision_and_lr_changes_the_weights(not
     every weight matrix changes. Pure bf16 weights would keep most entries, as the last lines show."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from seqnb.config import resolve_config
+    from seqnb.papers import resolve_config
     from seqnb.models import load_pretrained
 
     paper = resolve_config(notebook, "paper", device="cpu")

@@ -25,8 +25,8 @@ def _trained_quickstart(run_dir: str):
     """The model and config of the newest checkpoint in a quickstart run folder, rebuilt with seqnb."""
     from safetensors.torch import load_model
 
-    from seqnb import quickstart as qs
-    from seqnb.config import resolve_config
+    from seqnb.papers.quickstart import experiment as qs
+    from seqnb.papers import resolve_config
 
     steps = sorted((Path(run_dir) / "checkpoints" / "train").glob("step_*"))
     if not steps:
@@ -41,7 +41,7 @@ def _trained_quickstart(run_dir: str):
 
 def expected_quickstart_answer(run_dir: Path, problem: str) -> str:
     """The text the quickstart explorer must show for `problem`: what seqnb returns with the run's trained model."""
-    from seqnb import quickstart as qs
+    from seqnb.papers.quickstart import experiment as qs
 
     model, tokenizer, cfg = _trained_quickstart(str(run_dir))
     try:

@@ -85,11 +85,11 @@ def test_a_quickstart_explorer_showing_a_wrong_answer_fails(lab, lab_server):
         ("code", f"""\
 import dataclasses
 
-from seqnb import quickstart as qs
+from seqnb.papers.quickstart import experiment as qs
 from seqnb.collate import PadCollator
-from seqnb.config import resolve_config
+from seqnb.papers import resolve_config
 from seqnb.train import train
-from seqnb.widgets import PromptExplorer
+from seqnb.views import PromptExplorer
 
 cfg = resolve_config("00_quickstart", "tiny", output_dir={str(run_dir)!r}, resume=False, max_steps=40, batch_size=16,
                      n_train=640, n_layer=1, d_model=32, n_head=2, lr=3e-3, warmup_steps=0, eval_every=20,

@@ -1,1 +1,0 @@
-"""One module per paper method: the loss first, its helpers below."""

@@ -1,0 +1,120 @@
+r"""SequenceMatch (Cundy & Ermon, ICLR 2024, arXiv 2306.05426): imitation learning with a `<bksp>` action.
+
+The logits act as a soft Q-function (IQ-Learn, Garg et al. 2021), so the loss needs no discriminator and no
+policy gradient, only samples from the model. For the row of state s with logits l(.|s) over the allowed
+actions, and s' the state after action a:
+
+    Q(s, a) = l(a|s)      V(s) = logsumexp_a l(a|s)      r = Q(s, a) - gamma (1 - done) V(s')
+
+The chi^2-mixture loss as we read the paper (reconstructed from IQ-Learn's online "value" variant with its
+chi^2 regulariser on data and model samples; the paper's own equations could not be read), with D = data
+transitions (backspace-augmented), P = transitions of the model's own rollouts, v = V(s) - gamma V(s'):
+
+    L_SM = - E_D[r*] + lam E_D[v] + (1 - lam) E_P[v] + (lam E_D[r^2] + (1 - lam) E_P[r^2]) / (4 alpha)
+
+where r* replaces r by v on inserted noise tokens (the environment's perturbation, not the expert's choice).
+Training mixes it with behaviour cloning: L = (1 - beta) L_BC + beta L_SM. With lam = 1 and alpha -> inf the
+loss reduces to the token NLL (a test checks this limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from seqnb.papers.sequencematch.backspace import ActionBatch
+
+
+@dataclass(frozen=True)
+class SMTerms:
+    expert: torch.Tensor
+    value: torch.Tensor
+    chi2: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.expert + self.value + self.chi2
+
+
+def soft_values(logits: torch.Tensor, actions: torch.Tensor, transition: torch.Tensor, eos_id: int,
+                gamma: float, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Implicit rewards r and value differences v for every transition (row t -> action t+1), shape [B, T-1].
+
+    logits [B, T, V] (raw, never log-softmaxed: the loss is not shift-invariant); the logsumexp runs over
+    the `allowed` actions only, the same set generation samples from.
+    """
+    logits = logits.float().masked_fill(~allowed, float("-inf"))
+    v_all = torch.logsumexp(logits, dim=-1)  # [B, T]
+    nxt = actions[:, 1:]
+    q = logits[:, :-1].gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+    done = (nxt == eos_id).float()
+    v_next = gamma * (1 - done) * v_all[:, 1:]
+    valid = transition[:, :-1]
+    r = torch.where(valid, q - v_next, 0.0)
+    v = torch.where(valid, v_all[:, :-1] - v_next, 0.0)
+    return r, v
+
+
+def sm_terms(data_r: torch.Tensor, data_v: torch.Tensor, data_valid: torch.Tensor, data_noise: torch.Tensor,
+             pol_r: torch.Tensor, pol_v: torch.Tensor, pol_valid: torch.Tensor, *, alpha: float, lam: float) -> SMTerms:
+    """The three terms of L_SM from per-transition r and v (masks are [B, T-1] bool; noise flags the action).
+
+    Data sums in the expert and value terms are both divided by the number of expert (non-noise) transitions
+    (our normalisation), so that with lam = 1 and alpha -> inf they telescope to exactly the BC loss.
+    """
+    n_expert = (data_valid & ~data_noise).sum().clamp(min=1)
+    r_star = torch.where(data_noise, data_v, data_r)
+    expert = -(r_star * data_valid).sum() / n_expert
+    value = lam * (data_v * data_valid).sum() / n_expert + (1 - lam) * _mean(pol_v, pol_valid)
+    chi2 = (lam * _mean(data_r**2, data_valid) + (1 - lam) * _mean(pol_r**2, pol_valid)) / (4 * alpha)
+    return SMTerms(expert, value, chi2)
+
+
+def bc_loss(logits: torch.Tensor, batch: ActionBatch) -> torch.Tensor:
+    """Token NLL of every non-noise action given its (edited) state: behaviour cloning on augmented data."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, batch.actions[:, 1:].unsqueeze(-1)).squeeze(-1)
+    targets = batch.transition[:, :-1] & ~batch.noise[:, 1:]
+    return _mean(nll, targets)
+
+
+def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class SequenceMatchStep:
+    """`step_fn` for `seqnb.train.train`: (1 - beta) BC + beta L_SM on a data batch and a rollout batch.
+
+    `rollouts()` returns an `ActionBatch` of the model's own generations (refreshed by a training callback).
+    """
+
+    rollouts: Callable[[], ActionBatch]
+    eos_id: int
+    allowed: torch.Tensor
+    beta: float
+    alpha: float
+    gamma: float
+    lam: float
+
+    def __call__(self, model, data: ActionBatch):
+        pol = self.rollouts().to(data.input_ids.device)
+        allowed = self.allowed.to(data.input_ids.device)
+        logits_d, logits_p = data.forward(model), pol.forward(model)
+        r_d, v_d = soft_values(logits_d, data.actions, data.transition, self.eos_id, self.gamma, allowed)
+        r_p, v_p = soft_values(logits_p, pol.actions, pol.transition, self.eos_id, self.gamma, allowed)
+        terms = sm_terms(r_d, v_d, data.transition[:, :-1], data.noise[:, 1:], r_p, v_p, pol.transition[:, :-1],
+                         alpha=self.alpha, lam=self.lam)
+        bc = bc_loss(logits_d, data)
+        loss = (1 - self.beta) * bc + self.beta * terms.total
+        logs = {"loss": loss.detach(), "bc": bc.detach(), "sm_expert": terms.expert.detach(),
+                "sm_value": terms.value.detach(), "sm_chi2": terms.chi2.detach()}
+        return loss, logs
+
+
+def bc_step(model, data: ActionBatch):
+    """Behaviour cloning on backspace-augmented data (the BC+bksp baseline)."""
+    loss = bc_loss(data.forward(model), data)
+    return loss, {"loss": loss.detach(), "bc": loss.detach()}
