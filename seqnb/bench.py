@@ -27,7 +27,7 @@ from seqnb.models import build_decoder, count_parameters
 from seqnb.record import environment
 from seqnb.runtime import device_name, seeded_generator
 from seqnb.tokenizers import char_tokenizer
-from seqnb.train import train
+from seqnb.train import TrainArgs, train
 
 
 # dense bf16 peak FLOP/s (no sparsity) from the vendors' data sheets, matched against the device name
@@ -84,10 +84,10 @@ def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int,
            "steps": steps, "precision": precision, "repeats": repeats}
 
     def seqnb_run(tmp: str, clock: _Clock) -> None:
-        cfg = resolve_config("00_quickstart", output_dir=tmp, device=device, precision=precision, max_steps=steps,
-                             batch_size=batch_size, lr=1e-3, weight_decay=0.0, warmup_steps=0, resume=False,
-                             log_every=steps, eval_every=steps, ckpt_every=steps, num_threads=0)
-        train(copy.deepcopy(model), data, cfg, collate_fn=collate, callbacks=[lambda s, m: clock.tick(s)])
+        args = TrainArgs(output_dir=tmp, device=device, precision=precision, max_steps=steps, batch_size=batch_size,
+                         lr=1e-3, weight_decay=0.0, warmup_steps=0, resume=False, log_every=steps, eval_every=steps,
+                         ckpt_every=steps)
+        train(copy.deepcopy(model), data, args, collate_fn=collate, callbacks=[lambda s, m: clock.tick(s)])
 
     def trainer_run(tmp: str, clock: _Clock) -> None:
         class Tick(TrainerCallback):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from datasets import Dataset
+from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label value that the cross-entropy skips
@@ -39,17 +41,24 @@ class PadCollator:
     pad_token_id: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        out = {"input_ids": pad_sequences([r["input_ids"] for r in rows], self.pad_token_id)}
-        out["attention_mask"] = (pad_sequences([[1] * len(r["input_ids"]) for r in rows], 0)).long()
+        ids, mask = pad_sequences([r["input_ids"] for r in rows], self.pad_token_id, mask=True)
+        out = {"input_ids": ids, "attention_mask": mask}
         if "labels" in rows[0]:
             out["labels"] = pad_sequences([r["labels"] for r in rows], IGNORE_INDEX)
         return out
 
 
-def pad_sequences(seqs: list[list[int]], value: int, device=None) -> torch.Tensor:
-    """Right-pad integer sequences with `value` to the longest one: a (len(seqs), longest) long tensor."""
-    width = max(len(s) for s in seqs)
-    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=torch.long, device=device)
+def pad_sequences(seqs: Sequence[Sequence[int]], value: int, device=None, *, side: str = "right",
+                  mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Pad integer sequences with `value` on `side` ("right" or "left") to the longest one: a (len(seqs), longest)
+    long tensor; with `mask=True` also the attention mask (1 on the sequences' tokens, 0 on the padding)."""
+    if side not in ("right", "left"):
+        raise ValueError(f"parameter 'side': unknown {side!r}, use 'right' or 'left'")
+    padded = pad_sequence([torch.as_tensor(s, dtype=torch.long) for s in seqs], batch_first=True,
+                          padding_value=value, padding_side=side).to(device)
+    if not mask:
+        return padded
+    return padded, pad_sequences([[1] * len(s) for s in seqs], 0, device, side=side)
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:

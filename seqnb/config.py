@@ -12,13 +12,12 @@ Every bad value raises `ConfigError`, whose message names the parameter and how 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 PRESET_NAMES = ("tiny", "paper")
 
@@ -44,7 +43,11 @@ def probability(default=dataclasses.MISSING):
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    """Fields every notebook shares: identity, hardware and the training loop's knobs."""
+    """Fields every notebook shares: identity, hardware and the training loop's knobs (`seqnb.train.TrainArgs`
+    takes them from here); a notebook's config adds its own. `selection_fields` name the fields that only choose
+    which arms and seeds run or what is shown afterwards: they are left out of each training run's fingerprint."""
+
+    selection_fields: ClassVar[tuple[str, ...]] = ()
 
     notebook: str
     preset: str = bounded(choices=PRESET_NAMES)
@@ -75,11 +78,6 @@ class RunConfig:
 
     def check(self) -> None:
         """Rules between fields (a subclass adds its own, raising ConfigError); `validate` calls it last."""
-
-    def fingerprint(self) -> str:
-        """The settings that change what training computes (not where it writes or whether it resumes)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "resume", "num_threads")}
-        return json.dumps(d, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -131,9 +129,9 @@ class NotebookSpec:
         return cfg
 
 
-def validate(cfg: RunConfig) -> None:
-    """Check each field's type and bounds (each element's, for a tuple), the rules between fields (`cfg.check`),
-    then the hardware it asks for."""
+def validate(cfg) -> None:
+    """Check each field of a config dataclass: its type and bounds (each element's, for a tuple), the rules between
+    fields (`cfg.check`, where it has one), then the hardware it asks for."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
@@ -148,18 +146,23 @@ def validate(cfg: RunConfig) -> None:
                                   f"pass a value {want}, e.g. -p {f.name} {lo if hi is None else hi}")
             if choices is not None and v not in choices:
                 raise ConfigError(f.name, f"unknown value {v!r}", f"use one of {list(choices)}")
-    cfg.check()
+    if hasattr(cfg, "check"):
+        cfg.check()
     if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(
                 "device",
-                f"preset {cfg.preset!r} asks for a GPU (device='cuda') but torch sees none",
+                f"{_asker(cfg)} asks for a GPU (device='cuda') but torch sees none",
                 "run on a GPU machine, use preset='tiny', or force device='cpu' (slow)",
             )
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise ConfigError("precision", "fp16 needs a GPU", "use precision='bf16' or 'no' on CPU")
+
+
+def _asker(cfg) -> str:
+    return f"preset {cfg.preset!r}" if hasattr(cfg, "preset") else "this run"
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
@@ -172,6 +175,8 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return
         if t in (str, bool) and isinstance(value, t):
+            return
+        if typing.get_origin(t) is dict and isinstance(value, dict):
             return
         if typing.get_origin(t) in (tuple, list) and isinstance(value, (tuple, list)):
             item = typing.get_args(t)[0] if typing.get_args(t) else None

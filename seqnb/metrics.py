@@ -1,4 +1,5 @@
-"""Metrics: exact match, accuracy by group, perplexity, and the text metrics of sacrebleu and rouge-score."""
+"""Metrics: exact match, accuracy by group, perplexity, edit distance, and the text metrics of sacrebleu and
+rouge-score."""
 
 from __future__ import annotations
 
@@ -58,6 +59,27 @@ def mean_token_nll(
 def perplexity(mean_nll: float) -> float:
     """exp of the mean per-token negative log-likelihood in nats."""
     return math.exp(mean_nll)
+
+
+def prefix_edit_distances(a: Sequence, b: Sequence) -> list[int]:
+    """Levenshtein distances from `a` to every prefix of `b`: entry j is the distance to b[:j] (the last row of
+    the dynamic programme, so entry len(b) is the distance to all of b)."""
+    row = list(range(len(b) + 1))  # from a[:0]: j insertions
+    for i in range(1, len(a) + 1):
+        prev, row = row, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):  # delete a[i-1], insert b[j-1], or substitute (free when equal)
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+    return row
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences (tokens or characters)."""
+    return prefix_edit_distances(a, b)[-1]
+
+
+def normalized_edit_distance(a: Sequence, b: Sequence) -> float:
+    """Levenshtein distance over the longer length (0 for two empty sequences)."""
+    return edit_distance(a, b) / max(len(a), len(b), 1)
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:

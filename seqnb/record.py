@@ -36,9 +36,9 @@ class Claim:
     id: str
     text: str
     metric: str
-    better: Literal["higher", "lower"]
     baseline: str
     method: str
+    better: Literal["higher", "lower"] = "higher"
     paper: dict[str, float | None] = field(default_factory=lambda: {"baseline": None, "method": None})
     margin: float = 0.0
     asserted: bool = True

@@ -1,17 +1,22 @@
 """The one training loop (on `accelerate`): every paper's method plugs in as a step function.
 
-    result = train(model, data["train"], cfg, collate_fn=collate, step_fn=sft_step, evaluate=eval_fn)
+    args = TrainArgs(output_dir="runs/mine", max_steps=100, batch_size=8, lr=1e-4)   # or TrainArgs.from_config(cfg)
+    result = train(model, dataset, args, collate_fn=collate, step_fn=sft_step, evaluate=eval_fn)
 
-- A step function maps `(model, batch)` to `(loss, logs)`; `sft_step` (teacher forcing) is the default.
+- A step function maps `(model, batch, step)` to `(loss, logs)`, where `step` is the number of optimizer steps
+  taken so far (a schedule reads it); `sft_step` (teacher forcing) is the default.
 - Mixed precision and devices come from `accelerate`; gradient accumulation, clipping, AdamW with linear warm-up
   and cosine decay, optional parameter groups with their own learning rates.
 - Every `eval_every` steps `evaluate(model)` adds its metrics to the history; every `ckpt_every` steps a
-  checkpoint is written. Calling `train` again with the same config resumes from the last checkpoint (a
-  finished run just reloads) and ends with the same numbers as a run that was never interrupted.
+  checkpoint is written. Calling `train` again with the same arguments resumes from the last checkpoint (a
+  finished run just reloads) and ends with the same numbers as a run that was never interrupted: the checkpoint
+  holds the RNG states and the state of every stateful object (the step function and `stateful`, anything with
+  `state_dict`/`load_state_dict`, such as a sampling generator or a rollout buffer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -29,13 +34,74 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, bounded, validate
 from .runtime import seeded_generator
 
-StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, Any]]]
+StepFn = Callable[[torch.nn.Module, Any, int], tuple[torch.Tensor, dict[str, Any]]]
 
 
-def sft_step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+@dataclass(frozen=True, kw_only=True)
+class TrainArgs:
+    """The training loop's own arguments.
+
+    > What one run computes (all of it, with `settings`, is the checkpoint's fingerprint)
+    max_steps, batch_size, grad_accum, lr, weight_decay, warmup_steps, grad_clip (0: none), seed (data order),
+    precision ("no", "bf16", "fp16"), device ("auto", "cpu", "cuda"); log_every, eval_every, ckpt_every (in
+    optimizer steps; eval and checkpoint also at the last step). `settings`: whatever else decides the run's
+    numbers (a method's hyperparameters, the data), so that a checkpoint made with other settings refuses to
+    resume; `from_config` fills it with the notebook config's fields.
+
+    > Where it writes and how it runs (not in the fingerprint)
+    output_dir (checkpoints go to `<output_dir>/checkpoints/<name>`), resume, num_threads (torch CPU threads;
+    0 keeps torch's default).
+    """
+
+    max_steps: int = bounded(min=0)
+    batch_size: int = bounded(min=1)
+    lr: float = bounded(min=0.0)
+    grad_accum: int = bounded(1, min=1)
+    weight_decay: float = bounded(0.0, min=0.0)
+    warmup_steps: int = bounded(0, min=0)
+    grad_clip: float = bounded(1.0, min=0.0)
+    seed: int = bounded(0, min=0)
+    precision: str = bounded("no", choices=("no", "bf16", "fp16"))
+    device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
+    log_every: int = bounded(10, min=1)
+    eval_every: int = bounded(10**9, min=1)
+    ckpt_every: int = bounded(10**9, min=1)
+    settings: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = "."
+    resume: bool = True
+    num_threads: int = bounded(0, min=0)
+
+    _NOT_COMPUTED = ("output_dir", "resume", "num_threads")
+
+    def __post_init__(self):
+        validate(self)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, **overrides: Any) -> "TrainArgs":
+        """The loop's arguments from a notebook config (its training fields, then `overrides`, e.g. a stage's own
+        max_steps and lr). Every other config field goes into `settings`, except the notebook's `selection_fields`
+        (which arms and seeds run, what is shown afterwards): adding a seed or an arm does not stop a finished
+        arm from reloading."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        values = {k: v for k, v in cfg.to_dict().items() if k in own}
+        settings = {k: v for k, v in cfg.to_dict().items()
+                    if k not in own and k not in ("preset", *cfg.selection_fields)}
+        return cls(**{**values, "settings": settings, **overrides})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def fingerprint(self) -> str:
+        """The arguments that change what training computes (not where it writes or whether it resumes)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in self._NOT_COMPUTED}
+        return json.dumps(d, sort_keys=True, default=str)
+
+
+def sft_step(model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Teacher forcing: mean cross-entropy of the gold next token over positions whose label is not -100."""
     loss = model(**batch).loss
     return loss, {"loss": loss.detach()}
@@ -90,7 +156,7 @@ def default_param_groups(model: torch.nn.Module) -> list[ParamGroup]:
 def train(
     model: torch.nn.Module,
     train_data: Dataset,
-    cfg: RunConfig,
+    args: TrainArgs,
     *,
     collate_fn: Callable[[list[dict]], dict],
     step_fn: StepFn = sft_step,
@@ -98,72 +164,79 @@ def train(
     param_groups: list[ParamGroup] | None = None,
     name: str = "train",
     callbacks: Iterable[Callable[[int, torch.nn.Module], None]] = (),
+    stateful: Iterable[Any] = (),
 ) -> TrainResult:
-    """Train `model` for `cfg.max_steps` optimizer steps; checkpoints live in `cfg.output_dir/checkpoints/name`.
+    """Train `model` for `args.max_steps` optimizer steps; checkpoints live in `args.output_dir/checkpoints/name`.
 
     `callbacks` run after each optimizer step as `fn(step, model)` (for hooks such as refreshing rollouts).
+    The step function, when it has `state_dict`/`load_state_dict`, and every object in `stateful` are saved in
+    each checkpoint and restored on resume.
     """
-    if len(train_data) < cfg.batch_size:
+    if not isinstance(args, TrainArgs):
+        raise TypeError(f"train takes TrainArgs, got {type(args).__name__}: pass TrainArgs.from_config(cfg)")
+    if len(train_data) < args.batch_size:
         raise ConfigError(
-            "batch_size", f"the training set has {len(train_data)} examples, fewer than one batch of {cfg.batch_size}",
+            "batch_size", f"the training set has {len(train_data)} examples, fewer than one batch of {args.batch_size}",
             "generate more training data or lower batch_size",
         )
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    if AcceleratorState._shared_state.get("_mixed_precision", cfg.precision) != cfg.precision:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if AcceleratorState._shared_state.get("_mixed_precision", args.precision) != args.precision:
         AcceleratorState._reset_state()  # one process may train at several precisions (arms, stand-ins, tests)
     accelerator = Accelerator(
-        mixed_precision=cfg.precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.device == "cpu"
+        mixed_precision=args.precision, gradient_accumulation_steps=args.grad_accum, cpu=args.device == "cpu"
     )
     groups = param_groups or default_param_groups(model)
     optimizer = torch.optim.AdamW(
         [
-            {"params": g.params, "lr": cfg.lr if g.lr is None else g.lr,
-             "weight_decay": cfg.weight_decay if g.weight_decay is None else g.weight_decay}
+            {"params": g.params, "lr": args.lr if g.lr is None else g.lr,
+             "weight_decay": args.weight_decay if g.weight_decay is None else g.weight_decay}
             for g in groups if g.params
         ],
-        lr=cfg.lr,
+        lr=args.lr,
         fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel for all parameters, as Trainer's default
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, max(cfg.max_steps, 1))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, max(args.max_steps, 1))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    for obj in ([step_fn] if hasattr(step_fn, "state_dict") else []) + list(stateful):
+        accelerator.register_for_checkpointing(obj)
 
-    ckpt_root = cfg.run_dir / "checkpoints" / name
+    ckpt_root = args.run_dir / "checkpoints" / name
     history, step = History(), 0
-    if cfg.resume:
-        step, history = _load_latest(accelerator, model, ckpt_root, cfg)
+    if args.resume:
+        step, history = _load_latest(accelerator, model, ckpt_root, args)
     elif ckpt_root.exists():
         shutil.rmtree(ckpt_root)
     resumed_from = step
 
-    batches = _batches(train_data, cfg, collate_fn, accelerator, start_micro=step * cfg.grad_accum)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=name, disable=not accelerator.is_local_main_process)
+    batches = _batches(train_data, args, collate_fn, accelerator, start_micro=step * args.grad_accum)
+    bar = tqdm(total=args.max_steps, initial=step, desc=name, disable=not accelerator.is_local_main_process)
     model.train()
-    while step < cfg.max_steps:
+    while step < args.max_steps:
         logs: dict[str, Any] = {}  # tensors stay on the device until logged: no sync per step
-        for _ in range(cfg.grad_accum):
+        for _ in range(args.grad_accum):
             batch = next(batches)
             with accelerator.accumulate(model):
-                loss, micro_logs = step_fn(model, batch)
+                loss, micro_logs = step_fn(model, batch, step)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip:
-                    logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if accelerator.sync_gradients and args.grad_clip:
+                    logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in micro_logs.items():
-                logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
+                logs[k] = logs.get(k, 0.0) + v / args.grad_accum
         step += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if step % args.log_every == 0 or step == args.max_steps:
             history.log(step, "train", {**logs, "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{_to_float(logs.get('loss', float('nan'))):.4f}")
         for callback in callbacks:
             callback(step, accelerator.unwrap_model(model))
-        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+        if evaluate is not None and (step % args.eval_every == 0 or step == args.max_steps):
             history.log(step, "eval", run_eval(evaluate, accelerator.unwrap_model(model)))
-        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            _save(accelerator, ckpt_root, step, history, cfg)
+        if step % args.ckpt_every == 0 or step == args.max_steps:
+            _save(accelerator, ckpt_root, step, history, args)
     bar.close()
     model = accelerator.unwrap_model(model)
     model.eval()
@@ -179,16 +252,16 @@ def run_eval(evaluate: Callable[[torch.nn.Module], dict[str, Any]], model: torch
     return metrics
 
 
-def _batches(data: Dataset, cfg: RunConfig, collate_fn, accelerator: Accelerator, start_micro: int):
-    """Endless micro-batches: epoch e is `data` shuffled with seed (cfg.seed, e), so any position can be rebuilt
+def _batches(data: Dataset, args: TrainArgs, collate_fn, accelerator: Accelerator, start_micro: int):
+    """Endless micro-batches: epoch e is `data` shuffled with seed (args.seed, e), so any position can be rebuilt
     on resume by skipping into the right epoch."""
-    per_epoch = len(data) // cfg.batch_size
+    per_epoch = len(data) // args.batch_size
     epoch, skip = divmod(start_micro, per_epoch)
     while True:
-        epoch_seed = cfg.seed * 100_003 + epoch
+        epoch_seed = args.seed * 100_003 + epoch
         shuffled = data.shuffle(seed=epoch_seed)
         # its own generator: starting an iterator must not draw from the global RNG that dropout uses
-        loader = DataLoader(shuffled, batch_size=cfg.batch_size, collate_fn=collate_fn, drop_last=True,
+        loader = DataLoader(shuffled, batch_size=args.batch_size, collate_fn=collate_fn, drop_last=True,
                             generator=seeded_generator(epoch_seed, "cpu"))  # the sampler draws on the CPU
         loader = prepare_data_loader(
             loader, accelerator.device, num_processes=accelerator.num_processes,
@@ -205,35 +278,35 @@ _STATE_FILE = "trainer_state.json"
 logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
-def _save(accelerator: Accelerator, root: Path, step: int, history: History, cfg: RunConfig, keep: int = 2) -> None:
+def _save(accelerator: Accelerator, root: Path, step: int, history: History, args: TrainArgs, keep: int = 2) -> None:
     """A checkpoint at `step`, keeping the last `keep`; a finished run keeps only its last, without the optimizer
     and scheduler states that only a resumed run reads (two thirds of the bytes at fp32 with AdamW)."""
     path = root / f"step_{step:08d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        finished = step >= cfg.max_steps
+        finished = step >= args.max_steps
         if finished:
             for f in [*path.glob("optimizer*.bin"), *path.glob("scheduler*.bin")]:
                 f.unlink()
-        state = {"step": step, "history": history.records, "fingerprint": cfg.fingerprint()}
+        state = {"step": step, "history": history.records, "fingerprint": args.fingerprint()}
         (path / _STATE_FILE).write_text(json.dumps(state))
         for old in sorted(root.glob("step_*"))[:-1 if finished else -keep]:
             shutil.rmtree(old)
 
 
-def _load_latest(accelerator: Accelerator, model: torch.nn.Module, root: Path, cfg: RunConfig) -> tuple[int, History]:
+def _load_latest(accelerator: Accelerator, model: torch.nn.Module, root: Path, args: TrainArgs) -> tuple[int, History]:
     done = sorted(p for p in root.glob("step_*") if (p / _STATE_FILE).is_file())
     if not done:
         return 0, History()
     state = json.loads((done[-1] / _STATE_FILE).read_text())
-    if state["fingerprint"] != cfg.fingerprint():
-        old, new = json.loads(state["fingerprint"]), json.loads(cfg.fingerprint())
+    if state["fingerprint"] != args.fingerprint():
+        old, new = json.loads(state["fingerprint"]), json.loads(args.fingerprint())
         diff = {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
         raise ConfigError(
             "resume", f"the checkpoint in {root} was made with other settings {diff} (old, new)",
             "pass resume=False to start again (it deletes that checkpoint), or another output_dir",
         )
-    if state["step"] >= cfg.max_steps:  # a finished run: its weights (the optimizer state is not kept)
+    if state["step"] >= args.max_steps:  # a finished run: its weights (the optimizer state is not kept)
         load_model(accelerator.unwrap_model(model), str(done[-1] / "model.safetensors"), device=str(accelerator.device))
     else:
         accelerator.load_state(str(done[-1]))

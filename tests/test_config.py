@@ -61,10 +61,20 @@ def test_paper_preset_without_gpu_says_what_to_do():
 
 
 def test_fingerprint_ignores_where_but_not_what(tmp_path):
-    a = resolve_config("00_quickstart", output_dir=str(tmp_path / "a"))
-    b = resolve_config("00_quickstart", output_dir=str(tmp_path / "b"), resume=False)
-    c = resolve_config("00_quickstart", output_dir=str(tmp_path / "a"), lr=0.5)
-    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    from seqnb.train import TrainArgs
+
+    def fingerprint(notebook, **kw):
+        return TrainArgs.from_config(resolve_config(notebook, output_dir=str(tmp_path / "a"), **kw)).fingerprint()
+
+    assert fingerprint("00_quickstart") == fingerprint("00_quickstart", resume=False, num_threads=1)
+    assert fingerprint("00_quickstart") != fingerprint("00_quickstart", lr=0.5)
+    assert fingerprint("00_quickstart") != fingerprint("00_quickstart", n_layer=3)  # a notebook field, in settings
+    # fields that only choose which arms and seeds run leave every finished arm reusable
+    assert fingerprint("04_self_generated_tokens") == fingerprint("04_self_generated_tokens", n_seeds=3,
+                                                                  arms=("tf", "bash"))
+    assert fingerprint("04_self_generated_tokens") != fingerprint("04_self_generated_tokens", p_max=0.25)
+    assert fingerprint("02_end_to_end_planner") == fingerprint("02_end_to_end_planner", n_seeds=2)
+    assert fingerprint("05_gemma_encoder") == fingerprint("05_gemma_encoder", seeds=(0, 1), full_grid=True)
 
 
 def test_a_list_for_a_tuple_field_becomes_a_tuple(tmp_path):
@@ -82,3 +92,15 @@ def test_config_parameter_sets_any_field_once():
         resolve_config("00_quickstart", overrides="n_train=64")
     with pytest.raises(ConfigError, match="'n_trian': not a parameter"):
         resolve_config("00_quickstart", overrides={"n_trian": 64})
+
+
+def test_notebook_config_takes_the_parameters_cell(tmp_path):
+    from seqnb.papers import notebook_config
+
+    namespace = {"preset": "tiny", "seed": 3, "output_dir": str(tmp_path), "max_steps": None, "d_model": 64,
+                 "config": {"n_layer": 3}, "os": object(), "unrelated": 1}  # a notebook's globals()
+    cfg = notebook_config("00_quickstart", namespace)
+    assert (cfg.seed, cfg.d_model, cfg.n_layer, cfg.output_dir) == (3, 64, 3, str(tmp_path))
+    assert cfg.max_steps == resolve_config("00_quickstart", "tiny").max_steps  # None keeps the preset's value
+    with pytest.raises(ConfigError, match="'d_model'"):
+        notebook_config("00_quickstart", {**namespace, "d_model": 65, "config": None})

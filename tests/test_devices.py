@@ -52,7 +52,7 @@ def train_step_on_meta(step_fn, model, batch):
     model = copy.deepcopy(model).to(META).train()
 
     def run():
-        loss, _ = step_fn(model, meta_batch(batch))
+        loss, _ = step_fn(model, meta_batch(batch), 0)
         assert loss.device.type == "meta"
         loss.backward()
 
@@ -170,14 +170,12 @@ def planner(tmp_path_factory):
                                  "e2e_soft", "e2e_soft_r0.5"])
 def test_planner_arms_step_on_meta(planner, arm):
     from seqnb.papers.end_to_end_planner import experiment as ex
-    from seqnb.train import sft_step
+    from seqnb.papers.end_to_end_planner.method import PlannerLMStep
 
     cfg, data, base = planner
     interface, _, _, ratio = ex.arm_spec(arm)
-    model = copy.deepcopy(base)
-    model.interface, model.mix_ratio = interface, ratio
     batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
-    train_step_on_meta(sft_step, model, batch)
+    train_step_on_meta(PlannerLMStep(interface, ratio), copy.deepcopy(base), batch)
 
 
 def test_planner_pretraining_evaluation_and_explorer_on_meta(planner):

@@ -1,6 +1,7 @@
 """The notebook contract, checked on every notebook in notebooks/ (execution itself is `pytest --nbmake`)."""
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import nbformat
@@ -34,5 +35,8 @@ def test_one_parameters_cell_of_plain_values(path):
     assert 'os.environ.get("SEQNB_PRESET", "tiny")' in source
     names = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets}
     assert {"preset", "seed", "output_dir"} <= names
-    assert path.stem in notebook_specs(), f"{path.stem}: register its presets in seqnb.presets"
-    assert f'resolve_config("{path.stem}"' in "".join(c.source for c in nb.cells), "resolve the preset in a cell"
+    specs = notebook_specs()
+    assert path.stem in specs, f"{path.stem}: add it to seqnb.papers.PAPERS"
+    assert f'notebook_config("{path.stem}", globals())' in "".join(c.source for c in nb.cells), "resolve the preset"
+    fields = {f.name for f in dataclasses.fields(specs[path.stem].config_cls)}
+    assert names - {"config"} <= fields, f"parameters that reach no config field: {names - {'config'} - fields}"

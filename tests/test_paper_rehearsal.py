@@ -52,5 +52,5 @@ def test_every_self_generated_paper_task_loads_trains_and_scores(task, mirror, m
 
     monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
     cfg = _paper_cfg("04_self_generated_tokens", tmp_path, task=task, arms=("tf", "bash"))
-    final = ex.run_experiment(cfg)[0]["bash"].final
+    final = ex.run_experiment(cfg)[0]["bash"].results
     assert "minilm_dist" in final and (task != "gsm8k" or 0 <= final["gsm8k_acc"] <= 1)

@@ -6,7 +6,7 @@ import torch
 from seqnb.papers.quickstart import experiment as qs
 from seqnb.collate import IGNORE_INDEX, PadCollator, tokenize_pairs
 from seqnb.config import ConfigError
-from seqnb.train import ParamGroup, train
+from seqnb.train import ParamGroup, TrainArgs, train
 
 
 def setup_run(cfg):
@@ -30,7 +30,7 @@ def test_tokenize_pairs_masks_the_prompt(char_tok):
 def test_loss_goes_down(tiny_cfg):
     cfg = tiny_cfg(max_steps=60)
     model, tok, data, collate = setup_run(cfg)
-    history = train(model, data, cfg, collate_fn=collate).history
+    history = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate).history
     _, losses = history.series("loss", "train")
     assert losses[-1] < 0.6 * losses[0]
 
@@ -39,7 +39,7 @@ def test_evaluation_and_history(tiny_cfg):
     cfg = tiny_cfg(max_steps=20, eval_every=10)
     model, tok, data, collate = setup_run(cfg)
     calls = []
-    result = train(model, data, cfg, collate_fn=collate, evaluate=lambda m: calls.append(m.training) or {"x": 1.0})
+    result = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, evaluate=lambda m: calls.append(m.training) or {"x": 1.0})
     assert calls == [False, False] and result.history.series("x", "eval") == ([10, 20], [1.0, 1.0])
     assert result.history.series("lr")[0] == [5, 10, 15, 20]
 
@@ -47,7 +47,7 @@ def test_evaluation_and_history(tiny_cfg):
 def test_interrupted_run_resumes_to_identical_result(tiny_cfg, tmp_path):
     reference_cfg = tiny_cfg(output_dir=str(tmp_path / "straight"), max_steps=30, dropout=0.1)
     model, _, data, collate = setup_run(reference_cfg)
-    straight = train(model, data, reference_cfg, collate_fn=collate)
+    straight = train(model, data, TrainArgs.from_config(reference_cfg), collate_fn=collate)
 
     cfg = tiny_cfg(output_dir=str(tmp_path / "interrupted"), max_steps=30, dropout=0.1)
 
@@ -57,9 +57,9 @@ def test_interrupted_run_resumes_to_identical_result(tiny_cfg, tmp_path):
 
     model, _, data, collate = setup_run(cfg)
     with pytest.raises(KeyboardInterrupt):
-        train(model, data, cfg, collate_fn=collate, callbacks=[interrupt])
+        train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, callbacks=[interrupt])
     model, _, data, collate = setup_run(cfg)  # a fresh process would rebuild everything
-    resumed = train(model, data, cfg, collate_fn=collate)
+    resumed = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate)
     assert resumed.resumed_from == 10
     assert resumed.history.records == straight.history.records
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -69,9 +69,9 @@ def test_interrupted_run_resumes_to_identical_result(tiny_cfg, tmp_path):
 def test_finished_run_reloads_without_training(tiny_cfg):
     cfg = tiny_cfg(max_steps=10)
     model, _, data, collate = setup_run(cfg)
-    first = train(model, data, cfg, collate_fn=collate)
+    first = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate)
     model, _, data, collate = setup_run(cfg)
-    again = train(model, data, cfg, collate_fn=collate, step_fn=lambda m, b: pytest.fail("trained again"))
+    again = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=lambda m, b, s: pytest.fail("trained again"))
     assert again.resumed_from == 10 and again.history.records == first.history.records
     trained, reloaded = first.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(trained[k], reloaded[k]) for k in trained)
@@ -83,11 +83,11 @@ def test_finished_run_reloads_without_training(tiny_cfg):
 
 def test_changed_config_refuses_to_resume_and_resume_false_restarts(tiny_cfg):
     model, _, data, collate = setup_run(tiny_cfg(max_steps=10))
-    train(model, data, tiny_cfg(max_steps=10), collate_fn=collate)
+    train(model, data, TrainArgs.from_config(tiny_cfg(max_steps=10)), collate_fn=collate)
     with pytest.raises(ConfigError) as err:
-        train(model, data, tiny_cfg(max_steps=10, lr=0.1), collate_fn=collate)
+        train(model, data, TrainArgs.from_config(tiny_cfg(max_steps=10, lr=0.1)), collate_fn=collate)
     assert err.value.param == "resume" and "'lr'" in str(err.value)
-    restarted = train(model, data, tiny_cfg(max_steps=10, lr=0.1, resume=False), collate_fn=collate)
+    restarted = train(model, data, TrainArgs.from_config(tiny_cfg(max_steps=10, lr=0.1, resume=False)), collate_fn=collate)
     assert restarted.resumed_from == 0
     state = json.loads(next((tiny_cfg().run_dir / "checkpoints" / "train").glob("step_*/trainer_state.json")).read_text())
     assert json.loads(state["fingerprint"])["lr"] == 0.1
@@ -101,7 +101,7 @@ def test_param_groups_with_frozen_part_and_own_lr(tiny_cfg):
     before = frozen.detach().clone()
     head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("transformer.h.")]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("transformer.h.")]
-    train(model, data, cfg, collate_fn=collate, param_groups=[ParamGroup(head, lr=1e-2), ParamGroup(rest)])
+    train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, param_groups=[ParamGroup(head, lr=1e-2), ParamGroup(rest)])
     assert torch.equal(frozen, before)
 
 
@@ -109,7 +109,7 @@ def test_too_little_data_is_a_clear_error(tiny_cfg):
     cfg = tiny_cfg(batch_size=16)
     model, _, data, collate = setup_run(cfg)
     with pytest.raises(ConfigError, match="batch_size"):
-        train(model, data.select(range(3)), cfg, collate_fn=collate)
+        train(model, data.select(range(3)), TrainArgs.from_config(cfg), collate_fn=collate)
 
 
 @pytest.mark.parametrize("notebook", ["00_quickstart", "01_warmup_generations", "02_end_to_end_planner",
@@ -135,7 +135,7 @@ def test_one_step_at_each_paper_presets_precision_and_lr_changes_the_weights(not
     data = qs.train_set(qs.build_data(cfg), tok)
     # every matrix but the input embedding (rows of tokens absent from the batch get no gradient)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n}
-    trained = train(model, data, cfg, collate_fn=PadCollator(tok.pad_token_id)).model
+    trained = train(model, data, TrainArgs.from_config(cfg), collate_fn=PadCollator(tok.pad_token_id)).model
     assert paper.precision == "bf16" and all(p.dtype == torch.float32 for p in trained.parameters())
     for name, p in trained.named_parameters():
         if name in before:
@@ -144,3 +144,54 @@ def test_one_step_at_each_paper_presets_precision_and_lr_changes_the_weights(not
         w = before["model.layers.0.mlp.down_proj.weight"]
         step = paper.lr * torch.sign(torch.randn_like(w))  # Adam's first step is lr x sign(gradient)
         assert ((w.bfloat16() + step.bfloat16()) != w.bfloat16()).float().mean() < 0.5
+
+
+class NoisyStep:
+    """SFT plus a logged draw from its own generator: a stateful step function, as the paper methods' are."""
+
+    def __init__(self):
+        self.generator, self.steps = torch.Generator().manual_seed(7), []
+
+    def __call__(self, model, batch, step):
+        self.steps.append(step)
+        loss = model(**batch).loss
+        return loss, {"loss": loss.detach(), "draw": torch.rand((), generator=self.generator)}
+
+    def state_dict(self):
+        return {"rng": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["rng"])
+
+
+def test_the_step_function_sees_the_step_and_its_state_survives_a_resume(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(output_dir=str(tmp_path / "straight"), max_steps=12, grad_accum=2, log_every=1, ckpt_every=5)
+    model, _, data, collate = setup_run(cfg)
+    step = NoisyStep()
+    straight = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=step)
+    assert step.steps == [s for s in range(12) for _ in range(2)]  # every micro-batch of step s sees s
+
+    cfg = tiny_cfg(output_dir=str(tmp_path / "interrupted"), max_steps=12, grad_accum=2, log_every=1, ckpt_every=5)
+
+    def interrupt(s, _model):
+        if s == 7:
+            raise KeyboardInterrupt
+
+    model, _, data, collate = setup_run(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=NoisyStep(), callbacks=[interrupt])
+    model, _, data, collate = setup_run(cfg)
+    step = NoisyStep()  # a fresh process: its generator starts again at seed 7, the checkpoint sets it back
+    resumed = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=step)
+    assert resumed.resumed_from == 5 and step.steps[0] == 5
+    assert resumed.history.series("draw") == straight.history.series("draw")
+    assert resumed.history.records == straight.history.records
+
+
+def test_train_wants_its_own_arguments(tiny_cfg):
+    cfg = tiny_cfg(max_steps=2)
+    model, _, data, collate = setup_run(cfg)
+    with pytest.raises(TypeError, match="TrainArgs.from_config"):
+        train(model, data, cfg, collate_fn=collate)
+    with pytest.raises(ConfigError, match="grad_accum"):
+        TrainArgs(max_steps=2, batch_size=4, lr=1e-3, grad_accum=0)

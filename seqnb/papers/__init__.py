@@ -11,9 +11,10 @@ Folders are imported when asked for, so importing this registry imports no paper
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 from seqnb.config import ConfigError, NotebookSpec, RunConfig
 
@@ -44,3 +45,13 @@ def resolve_config(notebook: str, preset: str = "tiny", overrides: dict[str, Any
                    **params: Any) -> RunConfig:
     """The notebook's validated config: its preset, then the caller's non-None values (`NotebookSpec.resolve`)."""
     return paper_module(notebook, "config").SPEC.resolve(preset, overrides, **params)
+
+
+def notebook_config(notebook: str, parameters: Mapping[str, Any]) -> RunConfig:
+    """A notebook's config from its parameters cell: pass `globals()`. Every name there that is a field of the
+    notebook's config is an override (None keeps the preset's value), `preset` picks the preset and `config` (a
+    dict) sets any other field, as in `resolve_config`."""
+    spec = paper_module(notebook, "config").SPEC
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)} - {"notebook", "preset"}
+    values = {k: v for k, v in parameters.items() if k in fields}
+    return spec.resolve(parameters.get("preset", "tiny"), parameters.get("config"), **values)

@@ -88,7 +88,7 @@ import dataclasses
 from seqnb.papers.quickstart import experiment as qs
 from seqnb.collate import PadCollator
 from seqnb.papers import resolve_config
-from seqnb.train import train
+from seqnb.train import TrainArgs, train
 from seqnb.views import PromptExplorer
 
 cfg = resolve_config("00_quickstart", "tiny", output_dir={str(run_dir)!r}, resume=False, max_steps=40, batch_size=16,
@@ -96,7 +96,7 @@ cfg = resolve_config("00_quickstart", "tiny", output_dir={str(run_dir)!r}, resum
                      ckpt_every=20, log_every=5, train_digits=2, test_digits=3, n_test_per_length=8)
 data = qs.build_data(cfg)
 model, tokenizer = qs.build_model(cfg)
-model = train(model, qs.train_set(data, tokenizer), cfg, collate_fn=PadCollator(tokenizer.pad_token_id)).model"""),
+model = train(model, qs.train_set(data, tokenizer), TrainArgs.from_config(cfg), collate_fn=PadCollator(tokenizer.pad_token_id)).model"""),
         ("code", "right = PromptExplorer(lambda text: qs.answer_html(qs.solve(model, tokenizer, text, cfg), "
                  "cfg.train_digits),\n                       description='a + b', placeholder='12+34')\nright"),
         ("code", "def off_by_one(answer):\n"

@@ -78,11 +78,10 @@ def test_straight_through_backward_equals_soft_backward():
 
 def _planner_grad(cfg, data, interface, planner_trainable=True, mix_ratio=0.0):
     model = ex.build_base(cfg, data, seed=0)
-    model.interface, model.mix_ratio = interface, mix_ratio
     pl.set_trainable(model, lm=False, planner=planner_trainable)
     model.train()
     batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
-    model(**batch).loss.backward()
+    pl.PlannerLMStep(interface, mix_ratio)(model, batch, 0)[0].backward()
     g = [p.grad for p in model.planner.parameters()]
     total = sum(float(x.abs().sum()) for x in g if x is not None)
     lm_grads = [p.grad for p in model.lm.parameters()]

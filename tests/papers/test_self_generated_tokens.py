@@ -7,11 +7,13 @@ import torch
 
 from seqnb.collate import IGNORE_INDEX
 from seqnb.config import ConfigError
+from seqnb.decoding import greedy, restrict
+from seqnb.metrics import edit_distance
 from seqnb.papers import resolve_config
 from seqnb.papers.self_generated_tokens import method as sg
 from seqnb.papers.self_generated_tokens import experiment as ex
 from seqnb.papers.self_generated_tokens.exposure import (
-    edit_distance, embedding_distance, exposure, greedy_answers, measures, ngram_embedder,
+    embedding_distance, exposure, greedy_answers, measures, ngram_embedder,
 )
 from seqnb.tokenizers import char_tokenizer
 
@@ -145,8 +147,8 @@ def test_targets_are_always_the_reference_and_model_tokens_only_where_mixed(smal
 
     for arm in sg.ARMS:
         step = sg.SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=1.0, allowed=task.allowed,
-                              regenerate=regenerate, pad_id=task.pad, step=1)
-        inputs, _, targets, _, _ = step.build(model, batch)
+                              regenerate=regenerate, pad_id=task.pad)
+        inputs, _, targets, _, _ = step.build(model, batch, 1)
         assert torch.equal(targets, batch.targets()), arm
         changed = inputs != batch.input_ids
         assert not changed[:, : batch.ans_start[0]].any()  # the prompt is never touched
@@ -161,9 +163,9 @@ def test_ss_pass_one_has_no_gradient_and_the_loss_is_ce_on_the_fixed_mixed_input
     batch = sg.collate(task.train_rows[:16], task.pad)
     y_hat = sg.teacher_forced_predictions(model, batch, task.allowed)
     assert not y_hat.requires_grad and y_hat.dtype == torch.long and model.training
-    step = sg.SelfGenStep(arm="ss", eps_start=0, total_steps=1, p_max=1.0, allowed=task.allowed, seed=3, step=1)
+    step = sg.SelfGenStep(arm="ss", eps_start=0, total_steps=1, p_max=1.0, allowed=task.allowed, seed=3)
     model.zero_grad()
-    loss, logs = step(model, batch)
+    loss, logs = step(model, batch, 1)
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     mask = sg.mixing_mask(batch.answer_valid, 1.0, torch.Generator().manual_seed(1_000_003 * 3 + 1))
@@ -181,9 +183,9 @@ def test_short_training_cost_accounting_and_summary(small, tmp_path):
     cfg = replace(cfg, output_dir=str(tmp_path), arms=("tf", "ss", "bash", "rac"))
     runs = {0: {arm: ex.run_arm(arm, cfg, task, model, ngram_embedder()) for arm in cfg.arms}}
     # eps_start = 1 step, eps(1) = 0 (progress 0): mixing from step 2 on, rounds every 4 steps: at 2 and 6
-    assert runs[0]["ss"].final["extra_fwd"] == 6
-    assert runs[0]["tf"].final["gen_tokens"] == 0 and runs[0]["tf"].final["extra_fwd"] == 0
-    assert runs[0]["bash"].final["gen_tokens"] == 2 * cfg.n_train * cfg.length
+    assert runs[0]["ss"].results["extra_fwd"] == 6
+    assert runs[0]["tf"].results["gen_tokens"] == 0 and runs[0]["tf"].results["extra_fwd"] == 0
+    assert runs[0]["bash"].results["gen_tokens"] == 2 * cfg.n_train * cfg.length
     results = ex.summarize(runs)
     assert set(results) == {"tf", "ss", "bash", "rac", "tf@gold", "tf@own"}
     for key in ("em", "tf_err", "fr_err", "acc_err", "pct_ex", "recovery_rate", "edit_dist", "ngram_dist",
@@ -267,7 +269,7 @@ def test_greedy_answers_with_kv_cache_match_full_recompute(small):
         for i, p in enumerate(prompts):
             ids = list(p)
             for _ in range(6):
-                ids.append(int(sg.argmax_tokens(model(input_ids=torch.tensor([ids])).logits[0, -1], task.allowed)))
+                ids.append(int(greedy(restrict(model(input_ids=torch.tensor([ids])).logits[0, -1], task.allowed))))
             assert fast[i].tolist() == ids[len(p):]
     model.train()
     assert lens.tolist() == [6] * 9
@@ -289,8 +291,8 @@ def test_rac_edit_step_builds_aligned_targets_for_text_answers():
     own = torch.tensor([[11, 12, 12, 13, 14, eos]])  # one inserted token: lengths drift
 
     step = sg.SelfGenStep(arm="rac", eps_start=0, total_steps=1, p_max=1.0, rac_alignment="edit", pad_id=pad,
-                          regenerate=lambda m: (own, torch.tensor([6])), step=1, seed=0)
-    inputs, attention, targets, _, logs = step.build(None, batch)
+                          regenerate=lambda m: (own, torch.tensor([6])), seed=0)
+    inputs, attention, targets, _, logs = step.build(None, batch, 1)
     answer = inputs[0, 2:].tolist()
     assert answer[:3] == [11, 12, 12] and answer[-1] == eos and attention.sum() == inputs.shape[1]
     assert logs["rac_frac"] == 1.0
@@ -330,8 +332,8 @@ def test_text_task_path_with_local_model_and_dataset(tmp_path):
                          ckpt_every=4, eps_start_epochs=0.0, gen_every_epochs=1.0, p_max=1.0, schedule="const",
                          rac_alignment="edit", arms=("tf", "bash", "rac"))
     runs = ex.run_experiment(cfg)
-    final = runs[0]["rac"].final
-    assert 0 <= final["gsm8k_acc"] <= 1 and "ngram_dist" in final and runs[0]["bash"].final["gen_tokens"] > 0
+    final = runs[0]["rac"].results
+    assert 0 <= final["gsm8k_acc"] <= 1 and "ngram_dist" in final and runs[0]["bash"].results["gen_tokens"] > 0
     task = ex.build_task(cfg, tok)
     assert all(r["answer"][-1] == tok.eos_token_id and len(r["answer"]) <= 24 for r in task.train_rows)
     assert all(len(r["prompt"]) <= 40 for r in task.train_rows)

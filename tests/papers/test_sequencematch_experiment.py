@@ -69,7 +69,7 @@ def test_sm_step_gives_finite_loss_and_gradients(setup):
     buffer = sm.RolloutBuffer(sm.build_data(cfg)["train"]["prompt"], v, cfg)
     step = SequenceMatchStep(rollouts=lambda: buffer.batch(model), eos_id=v.eos, allowed=v.allowed, beta=0.5,
                              alpha=10, gamma=1.0, lam=0.5)
-    loss, logs = step(model, batch)
+    loss, logs = step(model, batch, 0)
     loss.backward()
     assert torch.isfinite(loss) and set(logs) == {"loss", "bc", "sm_expert", "sm_value", "sm_chi2"}
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -247,7 +247,7 @@ def test_warmup_step_trains_and_counts(tok, seq2seq):
     batch = wg.collate_pairs(rows)
     step = wg.WarmupStep(fmt, k=3, max_warmup_len=3, temperature=1.0, seed=0,
                          loss_norm="joint")
-    loss, logs = step(model, batch)
+    loss, logs = step(model, batch, 0)
     loss.backward()
     assert model.training and torch.isfinite(loss)
     assert step.last["w"].shape == (2, 3) and torch.allclose(step.last["w"].sum(1), torch.ones(2))

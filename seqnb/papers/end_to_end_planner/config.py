@@ -9,6 +9,7 @@ the oracle-mixing ratios are our choices (P2's full text could not be read).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probability
 
@@ -17,6 +18,12 @@ ARMS = ("plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_sof
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 02's parameters, in groups: the corpus; the writing actions (sentence embedder, k-means); the LM
+    and where the actions condition it; the planner and its pre-training; the arms of stage 1 and oracle mixing.
+    The training loop's own fields (max_steps, lr, ...) come from `RunConfig`."""
+
+    # which arms and seeds run (left out of each training run's fingerprint: adding one reuses finished runs)
+    selection_fields: ClassVar[tuple[str, ...]] = ("arms", "mix_ratios", "n_seeds")
     # corpus: "plans" (generated, tiny) or a hub id / local folder of articles with a "text" column
     corpus: str = "plans"
     corpus_config: str = ""  # the hub dataset's config name, e.g. "20231101.en"
@@ -67,8 +74,8 @@ SPEC = NotebookSpec(
     title="End-to-end planner + LM: soft mixture of action embeddings (arXiv 2410.12492)",
     config_cls=Config,
     presets={
-        # spec section 9.4 config C with 300 stage-1 steps (spec: 800) to fit the CI budget, and 2000 stage-0 LM
-        # steps (spec: 800) so that the plain LM has converged (see the notebook's calibration)
+        # config C of our own prototype with 300 stage-1 steps (it had 800) to fit the CI budget, and 2000 stage-0
+        # LM steps (it had 800) so that the plain LM has converged (see the notebook's calibration)
         "tiny": dict(
             num_threads=1, n_train_docs=3000, n_test_docs=300, max_steps=300, batch_size=16, lr=3e-3,
             weight_decay=0.0, log_every=20, eval_every=25, ckpt_every=300, lm_pretrain_steps=2000,

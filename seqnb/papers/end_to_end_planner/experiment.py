@@ -32,13 +32,14 @@ from seqnb.collate import IGNORE_INDEX, pad_sequences
 from seqnb.embedders import transformer_embedder
 from seqnb.models import build_decoder, count_parameters, load_pretrained
 from seqnb.papers.end_to_end_planner.config import ARMS, Config
-from seqnb.record import Claim, measured_once
+from seqnb.experiment import ArmRun, seed_summary, training_cost
+from seqnb.record import Claim
 from seqnb.tasks import load_hub_dataset
 from seqnb.papers.end_to_end_planner.corpus import plan_corpus
 from seqnb.tokenizers import word_tokenizer
-from seqnb.train import History, ParamGroup, sft_step, train
+from seqnb.train import History, ParamGroup, TrainArgs, train
 from seqnb.papers.end_to_end_planner.method import (
-    ActionConditionedLM, SentencePlanner, fit_actions, mix_ratio_at, planner_metrics, planner_step, score,
+    ActionConditionedLM, PlannerLMStep, SentencePlanner, fit_actions, planner_metrics, planner_step, score,
     set_trainable, split_sentences, tfidf_embedder,
 )
 
@@ -173,7 +174,7 @@ def build_base(cfg: Config, data: PlanData, seed: int) -> ActionConditionedLM:
                           f"{lm.config.num_hidden_layers}-layer LM to condition on the plan",
                           f"pass a value below {lm.config.num_hidden_layers}")
     return ActionConditionedLM(lm, planner, codebook, layers=layers, window=cfg.window,
-                               adapter_init=cfg.adapter_init, tau=cfg.tau, seed=seed)
+                               adapter_init=cfg.adapter_init, tau=cfg.tau)
 
 
 def _collate(data: PlanData):
@@ -188,28 +189,20 @@ def pretrain(cfg: Config, data: PlanData, seed: int) -> tuple[ActionConditionedL
     scfg = replace(cfg, seed=seed)
     if cfg.lm_pretrain_steps:
         set_trainable(base, lm=True, planner=False)
-        lm_cfg = replace(scfg, max_steps=cfg.lm_pretrain_steps, lr=cfg.lm_pretrain_lr,
-                         ckpt_every=cfg.lm_pretrain_steps, eval_every=cfg.lm_pretrain_steps)
-        base = train(base, data.rows["train"], lm_cfg, collate_fn=_collate(data), step_fn=sft_step,
+        lm_args = TrainArgs.from_config(scfg, max_steps=cfg.lm_pretrain_steps, lr=cfg.lm_pretrain_lr,
+                                        ckpt_every=cfg.lm_pretrain_steps, eval_every=cfg.lm_pretrain_steps)
+        base = train(base, data.rows["train"], lm_args, collate_fn=_collate(data), step_fn=PlannerLMStep("none"),
                      name=f"lm_seed{seed}").model
     hist = History()
     if cfg.planner_steps:
         set_trainable(base, lm=False, planner=True)
-        p_cfg = replace(scfg, max_steps=cfg.planner_steps, lr=cfg.planner_lr, batch_size=cfg.planner_batch_size,
-                        ckpt_every=cfg.planner_steps, eval_every=max(1, cfg.planner_steps // 10))
-        res = train(base.planner, data.rows["train"], p_cfg, collate_fn=_collate(data), step_fn=planner_step,
+        p_args = TrainArgs.from_config(scfg, max_steps=cfg.planner_steps, lr=cfg.planner_lr,
+                                       batch_size=cfg.planner_batch_size, ckpt_every=cfg.planner_steps,
+                                       eval_every=max(1, cfg.planner_steps // 10))
+        res = train(base.planner, data.rows["train"], p_args, collate_fn=_collate(data), step_fn=planner_step,
                     evaluate=lambda p: planner_metrics(p, test[0]), name=f"planner_seed{seed}")
         base.planner, hist = res.model, res.history
     return base.eval(), hist
-
-
-@dataclass
-class ArmRun:
-    arm: str
-    model: ActionConditionedLM
-    history: History
-    rows: dict[str, dict]  # result row -> metrics
-    wall_s: float | None  # as measured when the arm trained (None: resumed midway)
 
 
 def arm_names(cfg: Config) -> list[str]:
@@ -233,21 +226,18 @@ def run_arm(arm: str, cfg: Config, data: PlanData, base: ActionConditionedLM, se
     A reloaded arm reports the `wall_s` measured when it trained (none if it was resumed midway)."""
     interface, evals, e2e, ratio = arm_spec(arm)
     model = copy.deepcopy(base)
-    model.interface, model.mix_ratio = interface, ratio
-    model.reseed(seed)
+    step = PlannerLMStep(interface, ratio, cfg.mix_schedule, cfg.max_steps, seed)
     plain = interface == "none"
     set_trainable(model, lm=plain, planner=e2e)
     groups = [ParamGroup(list(model.lm.parameters()) if plain else [*model.adapters.parameters(), model.codebook])]
     if e2e:
         groups.append(ParamGroup(list(model.planner.parameters()), lr=cfg.joint_planner_lr))
     test = batches(cfg, data)
-    schedule = _mix_schedule(cfg, ratio)
     t0 = time.perf_counter()
-    res = train(model, data.rows["train"], replace(cfg, seed=seed), collate_fn=_collate(data), step_fn=sft_step,
-                param_groups=groups, evaluate=None if plain else lambda m: planner_metrics(m.planner, test[0]),
-                name=f"{arm}_seed{seed}", callbacks=[schedule] if schedule else ())
-    wall = measured_once(cfg.run_dir / "costs" / f"{arm}_seed{seed}.json",
-                         {"wall_s": time.perf_counter() - t0} if res.resumed_from == 0 else None)
+    res = train(model, data.rows["train"], TrainArgs.from_config(cfg, seed=seed), collate_fn=_collate(data),
+                step_fn=step, param_groups=groups,
+                evaluate=None if plain else lambda m: planner_metrics(m.planner, test[0]), name=f"{arm}_seed{seed}")
+    wall = training_cost(cfg.run_dir, f"{arm}_seed{seed}", res.resumed_from, {"wall_s": time.perf_counter() - t0})
     model = res.model
     trainable = count_parameters(model, trainable_only=True)
     plan = {} if plain else planner_metrics(model.planner, test[0])
@@ -260,16 +250,7 @@ def run_arm(arm: str, cfg: Config, data: PlanData, base: ActionConditionedLM, se
     if arm == "ora":
         s = score(model, test, "oracle")
         rows["oracle_eval"] = {"ppl": s["ppl"], "nll_by_pos": s["nll_by_pos"]}
-    return ArmRun(arm, model, res.history, rows, wall.get("wall_s"))
-
-
-def _mix_schedule(cfg: Config, r0: float):
-    if r0 == 0 or cfg.mix_schedule == "const":
-        return None
-
-    def set_ratio(step, model):
-        model.mix_ratio = mix_ratio_at(step, cfg.max_steps, r0, cfg.mix_schedule)
-    return set_ratio
+    return ArmRun(arm, seed, model, res.history, results=rows, cost=wall, resumed_from=res.resumed_from)
 
 
 @dataclass
@@ -309,25 +290,13 @@ def cluster_purity(actions: np.ndarray, types: np.ndarray) -> float:
 def result_rows(run: SeedRun) -> dict[str, dict]:
     rows = {"plain": run.plain}
     for a in run.arms.values():
-        rows.update(a.rows)
+        rows.update(a.results)
     return rows
 
 
 def summarize(runs: dict[int, SeedRun]) -> dict[str, dict[str, float]]:
     """results for metrics.json: per row the seed mean of every scalar (and `<metric>_std` over several seeds)."""
-    per_seed = [result_rows(r) for r in runs.values()]
-    results = {}
-    for row in per_seed[0]:
-        keys = [k for k, v in per_seed[0][row].items()
-                if isinstance(v, (int, float)) and all(k in p[row] for p in per_seed)]
-        out = {}
-        for k in keys:
-            vals = [p[row][k] for p in per_seed]
-            out[k] = float(np.mean(vals))
-            if len(vals) > 1:
-                out[f"{k}_std"] = float(np.std(vals, ddof=1))
-        results[row] = out
-    return results
+    return seed_summary([result_rows(r) for r in runs.values()])
 
 
 # id -> (text, method, baseline, (margin, asserted) at the tiny preset, asserted at paper size). Tiny margins:

@@ -9,11 +9,14 @@
   The interface weights w_j (`interface_weights`) are one-hot (oracle, hard argmax), straight-through, the
   planner's probabilities (soft mixture, the paper's end-to-end interface) or uniform; oracle mixing replaces
   w_j by the oracle one-hot with probability r per sentence (`oracle_mix`, `mix_ratio_at`).
+
+Taught in notebooks/02_end_to_end_planner.ipynb, § "Writing actions: k-means over sentence embeddings"; § "Stage 0 and stage 1: every arm from the same start, with the same budget".
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -74,13 +77,14 @@ def interface_weights(logits: torch.Tensor, interface: str, *, tau: float = 1.0,
         return F.one_hot(oracle.clamp(min=0), k).to(logits.dtype)
     if interface == "uniform":
         return torch.full_like(logits, 1.0 / k)
+    # p = softmax(z / tau): the planner's distribution over the k actions of each sentence
     p = torch.softmax(logits / tau, dim=-1)
-    if interface == "soft":
+    if interface == "soft":  # the paper's end-to-end interface: e_j = sum_a p_a c_a (the codebook mixture)
         return p
     hard = F.one_hot(p.argmax(-1), k).to(p.dtype)
     if interface == "hard":
         return hard.detach()
-    if interface == "st":
+    if interface == "st":  # straight-through: onehot(argmax p) forward, d p backward
         return hard - p.detach() + p
     raise ValueError(f"parameter 'interface': unknown {interface!r}, use one of {INTERFACES[1:]}")
 
@@ -138,50 +142,67 @@ def _add_action(module, args):
     return None if cond is None else (args[0] + cond.to(args[0].dtype),)
 
 
+# where a decoder keeps its attention output projections: (blocks of the base model, attention, projection)
+ATTENTION_OUTPUTS = {
+    "GPT-2": ("h", "attn", "c_proj"),
+    "Llama-style (Llama, SmolLM2, Qwen2, Mistral, Gemma)": ("layers", "self_attn", "o_proj"),
+}
+
+
 def decoder_blocks(lm: nn.Module) -> list[nn.Module]:
-    """The attention output projections of a GPT-2-style decoder (where the action embedding is added)."""
-    return [block.attn.c_proj for block in lm.transformer.h]
+    """The attention output projections of a decoder LM, one per layer (where the action embedding is added):
+    GPT-2's `transformer.h[i].attn.c_proj` or a Llama-style `model.layers[i].self_attn.o_proj`."""
+    body = lm.base_model
+    for blocks, attention, projection in ATTENTION_OUTPUTS.values():
+        layers = getattr(body, blocks, None)
+        if layers is not None and all(hasattr(getattr(b, attention, None), projection) for b in layers):
+            return [getattr(getattr(b, attention), projection) for b in layers]
+    raise TypeError(
+        f"ActionConditionedLM does not know where {type(lm).__name__} keeps its attention output projections "
+        f"(it knows {list(ATTENTION_OUTPUTS)}). Fix: add its (blocks, attention, projection) attribute names, as in "
+        "`lm.base_model.<blocks>[i].<attention>.<projection>`, to ATTENTION_OUTPUTS in "
+        "seqnb/papers/end_to_end_planner/method.py")
+
+
+def _input_width(projection: nn.Module) -> int:
+    """The width a projection reads (nn.Linear, or GPT-2's transposed Conv1D): the adapter's output size."""
+    return projection.in_features if isinstance(projection, nn.Linear) else projection.weight.shape[0]
 
 
 class ActionConditionedLM(nn.Module):
     """A decoder LM plus a planner, a trainable codebook and one adapter W_l e + b_l per conditioned layer.
 
-    `interface` picks how the planner's logits become weights; `mix_ratio` mixes in oracle actions in training.
-    `forward(..., weights=W)` conditions on given weights (B, S, k) instead (the explorer's forced action).
+    `forward(..., interface=...)` picks how the planner's logits become weights ("none": the plain LM);
+    `mix_ratio` (with its `generator`) mixes in oracle actions in training. `forward(..., weights=W)` conditions
+    on given weights (B, S, k) instead (the explorer's forced action). The model holds no schedule: a training
+    step passes them (`PlannerLMStep`).
     """
 
     def __init__(self, lm: nn.Module, planner: SentencePlanner, codebook: torch.Tensor, *, layers: list[int],
-                 window: int = 0, adapter_init: str = "zeros", tau: float = 1.0, seed: int = 0):
+                 window: int = 0, adapter_init: str = "zeros", tau: float = 1.0):
         super().__init__()
         self.lm, self.planner = lm, planner
         self.config = lm.config
         self.codebook = nn.Parameter(torch.as_tensor(codebook, dtype=torch.float32).clone())
-        d_model, d_e = lm.config.hidden_size, self.codebook.shape[1]
         self.layers = list(layers)
-        self.adapters = nn.ModuleList(nn.Linear(d_e, d_model) for _ in self.layers)
+        self.targets = [decoder_blocks(lm)[layer] for layer in self.layers]
+        d_e = self.codebook.shape[1]
+        self.adapters = nn.ModuleList(nn.Linear(d_e, _input_width(target)) for target in self.targets)
         for a in self.adapters:
             (nn.init.zeros_ if adapter_init == "zeros" else nn.init.xavier_normal_)(a.weight)
             nn.init.zeros_(a.bias)
         self.window, self.tau = window, tau
-        self.interface, self.mix_ratio = "none", 0.0
-        self.reseed(seed)
-        self.targets = [decoder_blocks(lm)[layer] for layer in self.layers]
         for target in self.targets:
             target.action_cond = None
             target.register_forward_pre_hook(_add_action)
 
-    def reseed(self, seed: int) -> None:
-        """Restart the oracle-mixing draws from `seed` (the generator is made on the model's device when used)."""
-        self.seed, self.generator = seed, None
-
-    def plan(self, sent_emb: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
-        """Interface weights (B, S, k) for the current interface (oracle mixing only in training)."""
+    def plan(self, sent_emb: torch.Tensor, actions: torch.Tensor | None, interface: str, mix_ratio: float = 0.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Interface weights (B, S, k) (oracle mixing only in training)."""
         logits = self.planner(sent_emb)
-        w = interface_weights(logits, self.interface, tau=self.tau, oracle=actions)
-        if self.training and self.mix_ratio > 0 and self.interface not in ("oracle", "uniform"):
-            if self.generator is None:
-                self.generator = seeded_generator(self.seed, w.device)
-            w = oracle_mix(w, actions, self.mix_ratio, self.generator)
+        w = interface_weights(logits, interface, tau=self.tau, oracle=actions)
+        if self.training and mix_ratio > 0 and interface not in ("oracle", "uniform"):
+            w = oracle_mix(w, actions, mix_ratio, generator)
         return w
 
     def attention_mask(self, t: int, device) -> torch.Tensor | None:
@@ -191,11 +212,14 @@ class ActionConditionedLM(nn.Module):
         i = torch.arange(t, device=device)
         return ((i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < self.window))[None, None]
 
-    def forward(self, input_ids, labels=None, sentence_idx=None, sent_emb=None, actions=None, weights=None,
+    def forward(self, input_ids, labels=None, sentence_idx=None, sent_emb=None, actions=None, weights=None, *,
+                interface: str = "none", mix_ratio: float = 0.0, generator: torch.Generator | None = None,
                 **_unused):
         """LM output (logits, loss) conditioned per token; extra batch keys (pos_in_sent, ...) are ignored."""
-        if self.interface != "none" or weights is not None:
-            w = self.plan(sent_emb, actions) if weights is None else weights
+        if interface != "none" or weights is not None:
+            w = self.plan(sent_emb, actions, interface, mix_ratio, generator) if weights is None else weights
+            # e_j = w_j C (the action embedding of sentence j, C the codebook), given to every token of sentence j;
+            # each conditioned layer l adds W_l e + b_l to its attention output
             e_tok = expand_to_tokens(w @ self.codebook, sentence_idx)
             for target, adapter in zip(self.targets, self.adapters):
                 target.action_cond = adapter(e_tok)
@@ -219,7 +243,59 @@ def set_trainable(model: ActionConditionedLM, *, lm: bool, planner: bool) -> Non
         p.requires_grad_(True)
 
 
-def planner_step(planner: SentencePlanner, batch: dict) -> tuple[torch.Tensor, dict]:
+@dataclass
+class PlannerLMStep:
+    """`step_fn(model, batch, step)` for an `ActionConditionedLM` trained through `interface`: teacher forcing,
+    with oracle actions mixed in at ratio `mix_ratio_at(step, total_steps, mix_ratio, schedule)`. The mixing
+    generator is seeded with `seed` on the batch's device at the first mixed step; `state_dict` carries it.
+
+    Example::
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from seqnb.papers.end_to_end_planner.experiment import collate, encode_doc
+        from seqnb.papers.end_to_end_planner.method import (ActionConditionedLM, PlannerLMStep, SentencePlanner,
+                                                            fit_actions, tfidf_embedder)
+
+        lm = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+        docs = [["The cat sat down.", "It purred.", "Then it slept."],
+                ["Rain fell all day.", "The river rose.", "Roads closed."]]
+        embed = tfidf_embedder([s for d in docs for s in d], dim=4, seed=0)  # sentence embeddings
+        kmeans = fit_actions(embed([s for d in docs for s in d]), k=3, seed=0)  # the writing actions: k-means clusters
+        batch = collate([encode_doc(tokenizer, d, embed(d), kmeans.predict(embed(d)).tolist()) for d in docs],
+                        pad_id=tokenizer.eos_token_id)
+        model = ActionConditionedLM(lm, SentencePlanner(4, 3), kmeans.cluster_centers_, layers=[28, 29])  # top 2 of 30
+        step = PlannerLMStep("soft")  # the planner's probabilities weight the action embeddings
+        loss, logs = step(model, batch, 0)
+        loss.backward()
+    """
+
+    interface: str
+    mix_ratio: float = 0.0
+    schedule: str = "const"
+    total_steps: int = 1
+    seed: int = 0
+    generator: torch.Generator | None = field(default=None, init=False, repr=False)
+
+    def __call__(self, model: ActionConditionedLM, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        ratio = mix_ratio_at(step, self.total_steps, self.mix_ratio, self.schedule)
+        if ratio > 0 and self.generator is None:
+            self.generator = seeded_generator(self.seed, batch["input_ids"].device)
+        loss = model(**batch, interface=self.interface, mix_ratio=ratio, generator=self.generator).loss
+        return loss, {"loss": loss.detach()}
+
+    def state_dict(self) -> dict:
+        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["generator"] is not None:
+            device, rng = state["generator"]
+            self.generator = seeded_generator(self.seed, device)
+            self.generator.set_state(rng)
+
+
+def planner_step(planner: SentencePlanner, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
     """Planner pre-training: cross-entropy of the k-means action of every real sentence."""
     logits = planner(batch["sent_emb"])
     loss = F.cross_entropy(logits.flatten(0, 1), batch["actions"].flatten(), ignore_index=-1)
@@ -242,23 +318,19 @@ def planner_metrics(planner: SentencePlanner, batch: dict) -> dict[str, float]:
 def score(model: ActionConditionedLM, batches, interface: str) -> dict[str, float | list]:
     """Perplexity with the given interface at evaluation (predicted actions unless 'oracle'), and the mean NLL by
     token position within the target sentence (0 = a sentence's first token)."""
-    was, model.interface = model.interface, interface
     model.eval()
     total, count, by_pos = 0.0, 0, {}
-    try:
-        for batch in batches:
-            batch = to_device(batch, model_device(model))
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
-            labels = batch["labels"][:, 1:]
-            nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-            real = labels != -100
-            total, count = total + nll[real].sum().item(), count + real.sum().item()
-            pos = batch["pos_in_sent"][:, 1:]
-            for p in pos[real].unique().tolist():
-                sel = real & (pos == p)
-                s, n = by_pos.get(p, (0.0, 0))
-                by_pos[p] = (s + nll[sel].sum().item(), n + sel.sum().item())
-    finally:
-        model.interface = was
+    for batch in batches:
+        batch = to_device(batch, model_device(model))
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, interface=interface).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        real = labels != -100
+        total, count = total + nll[real].sum().item(), count + real.sum().item()
+        pos = batch["pos_in_sent"][:, 1:]
+        for p in pos[real].unique().tolist():
+            sel = real & (pos == p)
+            s, n = by_pos.get(p, (0.0, 0))
+            by_pos[p] = (s + nll[sel].sum().item(), n + sel.sum().item())
     return {"nll": total / count, "ppl": float(np.exp(total / count)),
             "nll_by_pos": [by_pos[p][0] / by_pos[p][1] for p in sorted(by_pos)]}

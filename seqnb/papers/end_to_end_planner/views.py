@@ -168,12 +168,12 @@ def plot_nll_by_pos(results_by_row: dict[str, list[float]], max_pos: int = 8) ->
 @torch.no_grad()
 def continue_sentence(model, tokenizer, row: dict, j: int, w_j: torch.Tensor, max_new: int = 12) -> str:
     """Greedy continuation of sentence j of an encoded document (its sentences < j as the prefix), with the LM
-    conditioned on weights `w_j` (k,) for sentence j and on the planner's own weights for earlier ones."""
+    conditioned on weights `w_j` (k,) for sentence j and on the planner's own soft weights for earlier ones."""
     end = row["sentence_idx"].index(j) + 1  # through the last token of sentence j - 1
     ids, sidx = row["input_ids"][:end], row["sentence_idx"][:end]
     device = model_device(model)
     logits = model.planner(torch.tensor(row["sent_emb"], device=device)[None])
-    w = interface_weights(logits, "hard" if model.interface in ("hard", "st") else "soft", tau=model.tau)
+    w = interface_weights(logits, "soft", tau=model.tau)
     w[0, j] = w_j.to(device)
     stop = set(tokenizer.convert_tokens_to_ids([".", "!", "?"]))
     out = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probability
 
@@ -16,6 +17,14 @@ TASKS = ("bbc", "sst2", "mrpc", "stsb", "rte", "cola", "qnli", "qqp", "mnli", "m
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 05's parameters, in groups: the task and backbone; which arms and seeds run; the encoder (pooling,
+    probes, padding, lengths); the tiny decoder and its pre-training. The training loop's own fields (max_steps,
+    lr, ...) come from `RunConfig`."""
+
+    # which arms and seeds run, and gradient checkpointing (it only trades memory for time): left out of each
+    # training run's fingerprint, so a finished run is reused when the grid or the seed list grows
+    selection_fields: ClassVar[tuple[str, ...]] = ("seeds", "full_grid", "regression", "retrieval", "real_backbone",
+                                                   "pooling_grid", "dropout_grid", "gradient_checkpointing")
     task: str = bounded(choices=TASKS)  # bbc: BBC News (offline); the rest: GLUE / MS MARCO by hub id
     model_name: str = "scratch"  # "scratch": a tiny Gemma 3 pretrained here; else a hub id or local folder
     seeds: tuple[int, ...] = bounded((0,), min=0)  # every arm is fine-tuned once per seed

@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
+from seqnb.collate import pad_sequences
 from seqnb.tasks import bbc_news
 
 PADDING_SIDES = ("right", "left")
@@ -90,13 +91,6 @@ def lm_stream(texts: list[str], tokenizer: PreTrainedTokenizerBase, length: int)
     return Dataset.from_dict({"input_ids": rows, "labels": rows})
 
 
-def pad(seqs: list[list[int]], value: int, side: str) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    padded = [[value] * (width - len(s)) + list(s) if side == "left" else list(s) + [value] * (width - len(s))
-              for s in seqs]
-    return torch.tensor(padded, dtype=torch.long)
-
-
 @dataclass(frozen=True)
 class EncoderCollator:
     """Pads every `*input_ids` column on `padding_side` and adds its `*attention_mask`; other columns become
@@ -121,9 +115,8 @@ class EncoderCollator:
             if key.endswith("input_ids"):
                 if self.min_len is not None:
                     values = [truncate(v, rng, self.min_len) for v in values]
-                out[key] = pad(values, self.pad_token_id, self.padding_side)
-                out[key.replace("input_ids", "attention_mask")] = pad(
-                    [[1] * len(v) for v in values], 0, self.padding_side)
+                out[key], out[key.replace("input_ids", "attention_mask")] = pad_sequences(
+                    values, self.pad_token_id, side=self.padding_side, mask=True)
             else:
                 out[key] = torch.tensor(values)
         return out

@@ -16,7 +16,8 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedModel, P
 from seqnb.papers.gemma_encoder.config import Config
 from seqnb.record import Claim
 from seqnb.tokenizers import word_tokenizer
-from seqnb.train import TrainResult, sft_step, train
+from seqnb.experiment import seed_summary
+from seqnb.train import TrainArgs, TrainResult, sft_step, train
 from seqnb.papers.gemma_encoder.data import EncoderCollator, bbc_topics, classification_set, lm_stream, retrieval_set, sentence_position_set
 from seqnb.papers.gemma_encoder.evaluation import classification_metrics, group_mrr, predict, regression_metrics, retrieval_metrics
 from seqnb.papers.gemma_encoder.losses import in_batch_contrastive_loss
@@ -86,18 +87,6 @@ def default_arms(cfg: Config) -> list[Arm]:
     return arms
 
 
-SELECTION_FIELDS = ("seeds", "full_grid", "regression", "retrieval", "real_backbone", "pooling_grid", "dropout_grid",
-                    "gradient_checkpointing")
-
-
-def training_config(cfg: Config, **values) -> Config:
-    """`cfg` with `values`, and with the fields that only choose which arms run (or, gradient checkpointing, only
-    trade memory for time) reset to their defaults: a finished run's checkpoint is then reused (not refused) when
-    the grid or the seed list grows."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name in SELECTION_FIELDS}
-    return dataclasses.replace(cfg, **defaults, **values)
-
-
 def tiny_gemma(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Gemma3ForCausalLM:
     """A from-scratch Gemma 3 decoder (all layers full attention; tied LM head)."""
     config = Gemma3TextConfig(
@@ -132,16 +121,16 @@ def pretrain(cfg: Config, tokenizer: PreTrainedTokenizerBase, texts: list[str]) 
     """Next-token pretraining of the tiny decoder on the training articles (a finished run is reloaded)."""
     torch.manual_seed(cfg.seed)
     model = tiny_gemma(cfg, tokenizer)
-    pre_cfg = training_config(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, warmup_steps=0,
-                              ckpt_every=cfg.pretrain_steps)
-    return train(model, lm_stream(texts, tokenizer, cfg.max_len), pre_cfg,
+    args = TrainArgs.from_config(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, warmup_steps=0,
+                                 ckpt_every=cfg.pretrain_steps)
+    return train(model, lm_stream(texts, tokenizer, cfg.max_len), args,
                  collate_fn=EncoderCollator(tokenizer.pad_token_id), name="pretrain")
 
 
 def contrastive_step(temperature: float):
     """Bi-encoder step: encode titles and articles with the shared encoder, InfoNCE with in-batch negatives."""
 
-    def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    def step(model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         q = model(input_ids=batch["q_input_ids"], attention_mask=batch["q_attention_mask"]).logits
         p = model(input_ids=batch["p_input_ids"], attention_mask=batch["p_attention_mask"]).logits
         loss = in_batch_contrastive_loss(q, p, temperature)
@@ -191,7 +180,7 @@ def fine_tune(arm: Arm, decoder: PreTrainedModel, tokenizer: PreTrainedTokenizer
     name = arm.name.replace("|", "__") + f"__seed{seed}"
     train_set = sets[{"retrieve": "retrieval_train", "regress": "position_train"}.get(arm.task, "train")]
     ckpt_every = cfg.ckpt_every if cfg.task == "bbc" else max(cfg.ckpt_every, cfg.max_steps)
-    return train(model, train_set, training_config(cfg, seed=seed, ckpt_every=ckpt_every),
+    return train(model, train_set, TrainArgs.from_config(cfg, seed=seed, ckpt_every=ckpt_every),
                  collate_fn=collate, step_fn=step, name=name)
 
 
@@ -233,15 +222,10 @@ class GridResult:
         return {name: [m[metric] for m in runs] for name, runs in self.scores.items() if metric in runs[0]}
 
     def results(self) -> dict[str, dict[str, float]]:
-        """Seed mean and standard deviation of every metric, per variant (the `results` of metrics.json)."""
-        out = {}
-        for name, runs in self.scores.items():
-            out[name] = {}
-            for metric in runs[0]:
-                values = torch.tensor([m[metric] for m in runs], dtype=torch.float64)
-                out[name][metric] = float(values.mean())
-                out[name][f"{metric}_std"] = float(values.std(unbiased=False))
-        return out
+        """Seed mean of every metric per variant, and its standard deviation over several seeds (`seed_summary`):
+        the `results` of metrics.json."""
+        n_seeds = len(next(iter(self.scores.values())))
+        return seed_summary([{name: runs[i] for name, runs in self.scores.items()} for i in range(n_seeds)])
 
 
 def release(model: torch.nn.Module) -> torch.nn.Module:

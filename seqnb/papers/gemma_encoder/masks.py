@@ -4,6 +4,8 @@
 `create_sliding_window_causal_mask` read (Gemma, Gemma 2, Gemma 3, Llama-style models), and also
 `use_bidirectional_attention = True` where the config has that field, so the attention modules' `is_causal`
 agrees. Apply it before the model is built. No library code is edited.
+
+Taught in notebooks/05_gemma_encoder.ipynb, § "Causal vs bidirectional attention in transformers".
 """
 
 from __future__ import annotations

@@ -71,6 +71,29 @@ def _residual_dropout(p: float, module: nn.Module, args, output):
 
 
 class GemmaEncoderModel(PreTrainedModel):
+    """A decoder's body as an encoder: backbone → `Pooler` → head (`GemmaEncoderConfig`). The name is the paper's;
+    nothing is Gemma-specific. The backbone is any Llama-style decoder body whose attention mask transformers
+    builds from `config.is_causal` (`set_attention`), with `layers[i].self_attn` / `.mlp` (read when
+    `encoder_dropout` > 0) and `embed_tokens` (read by `learnable_tokens` pooling): Gemma 1-3, Llama, SmolLM2,
+    Qwen2 (tested: Gemma 2 and SmolLM2).
+
+    Example::
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from seqnb.papers.gemma_encoder.method import GemmaEncoderModel
+        from seqnb.train import sft_step
+
+        decoder = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+        tokenizer.pad_token = tokenizer.eos_token
+        model = GemmaEncoderModel.from_decoder(decoder, attention="bidirectional", pooling="mean", num_labels=2)
+        batch = tokenizer(["a gripping, moving film", "a dull and clumsy script"], padding=True, return_tensors="pt")
+        batch["labels"] = torch.tensor([1, 0])
+        loss, logs = sft_step(model, batch, 0)  # cross-entropy of the head on the pooled bidirectional states
+        loss.backward()
+    """
+
     config_class = GemmaEncoderConfig
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True

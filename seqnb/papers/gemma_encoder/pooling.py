@@ -1,6 +1,8 @@
 """Pooling: final hidden states `h [B, L, d]` and the attention mask `m [B, L]` (1 = real token) to one vector
 per row. Every strategy except the two `*_naive` ones gives the same result under left and right padding,
 because tokens are selected by their rank among the real tokens, `r = cumsum(m) - 1`, never by index.
+
+Taught in notebooks/05_gemma_encoder.ipynb, § "Pooling".
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class AttentionQueryPool(nn.Module):
             return x.unflatten(-1, (heads, dh)).transpose(-3, -2)
 
         q, k, v = split(self.queries), split(self.key(h)), split(self.value(h))
+        # a_pt = softmax_t(q_p . (W_k h_t) / sqrt(d_h)) over the real tokens t; pooled_p = sum_t a_pt W_v h_t
         scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # [B, heads, P, L]
         scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
         self.weights = scores.softmax(-1)
@@ -86,6 +89,7 @@ class AttentionKVPool(nn.Module):
         self.values = nn.Parameter(torch.zeros(num_probes, d))
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # u_t = h_t + softmax(h_t W_q K_p^T / sqrt(d)) V_p;   pooled = mean_t u_t over real tokens
         weights = (self.query(h) @ self.keys.T / math.sqrt(h.shape[-1])).softmax(-1)
         return masked_mean(h + weights @ self.values, mask)
 

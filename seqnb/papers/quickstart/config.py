@@ -9,6 +9,9 @@ from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probabil
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 00's parameters, in groups: the addition task; the model. The training loop's own fields
+    (max_steps, lr, ...) come from `RunConfig`."""
+
     # task: a + b with operands of 1..train_digits digits; test also on longer operands
     train_digits: int = bounded(min=1)
     test_digits: int = bounded(min=1)

@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seqnb.collate import tokenize_pairs
-from seqnb.generate import generate
+from seqnb.decoding import generate
 from seqnb.metrics import accuracy_by
 from seqnb.models import build_decoder, load_pretrained
 from seqnb.papers.quickstart.config import Config

@@ -8,6 +8,7 @@ authors'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probability
 
@@ -16,6 +17,12 @@ TASKS = ("sort", "xsum", "dolly", "gsm8k")
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 04's parameters, in groups: the task and its sizes; the model; the methods (schedule, mixing,
+    offline generation, RAC); evaluation. The training loop's own fields (max_steps, lr, ...) come from
+    `RunConfig`."""
+
+    # which arms and seeds run (left out of each training run's fingerprint: adding one reuses finished runs)
+    selection_fields: ClassVar[tuple[str, ...]] = ("arms", "n_seeds")
     # "sort": N i.i.d. digits -> sorted (tiny); "xsum" / "dolly" / "gsm8k": the three task types of the paper
     task: str = bounded(choices=TASKS)
     length: int = bounded(16, min=2)  # sort: digits per example (= answer length)

@@ -9,7 +9,6 @@ end with EOS).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -19,17 +18,18 @@ import torch
 import transformers
 from datasets import Dataset
 
-from seqnb.metrics import gsm8k_accuracy, gsm8k_final_answer, rouge
+from seqnb.metrics import gsm8k_accuracy, gsm8k_final_answer, normalized_edit_distance, rouge
 from seqnb.models import build_decoder, load_pretrained
 from seqnb.papers.self_generated_tokens.config import Config
 from seqnb.embedders import transformer_embedder
 from seqnb.record import Claim
 from seqnb.tasks import load_hub_dataset, load_task
 from seqnb.tokenizers import char_tokenizer
-from seqnb.train import History, train
+from seqnb.experiment import ArmRun, seed_summary
+from seqnb.train import TrainArgs, train
 from seqnb.papers.self_generated_tokens.method import ARMS, SelfGenStep, collate
 from seqnb.papers.self_generated_tokens.exposure import (
-    embedding_distance, exposure, greedy_answers, ngram_embedder, normalized_edit_distance,
+    embedding_distance, exposure, greedy_answers, ngram_embedder,
 )
 
 # text tasks: default hub id and config, the train/eval splits, and (prompt, target) from a row
@@ -116,20 +116,6 @@ def build_model(cfg: Config, seed: int):
     return load_pretrained(cfg.model_name)
 
 
-@dataclass
-class ArmRun:
-    arm: str
-    seed: int
-    model: torch.nn.Module
-    history: History
-    final: dict  # exposure() at the end, plus distances, task metric and cost
-    resumed_from: int
-
-    def checkpoints(self) -> list[dict]:
-        """The eval records (one per eval_every steps): step, curves and scalars."""
-        return [r for r in self.history.records if r["split"] == "eval"]
-
-
 def steps_per_epoch(cfg: Config, n_rows: int) -> int:
     return max(1, n_rows // (cfg.batch_size * cfg.grad_accum))
 
@@ -155,7 +141,6 @@ def run_arm(arm: str, cfg: Config, task: TaskData, init_model, embed=None, callb
     model = copy.deepcopy(init_model)
     step = make_step(arm, cfg, task)
     name = f"{arm}_seed{cfg.seed}"
-    step.step = _checkpoint_step(cfg, name)
     t0 = time.perf_counter()
 
     def evaluate(m):
@@ -167,20 +152,13 @@ def run_arm(arm: str, cfg: Config, task: TaskData, init_model, embed=None, callb
                 "gen_tokens": int(c.gen_tokens), "mixed_tokens": int(c.mixed_tokens), "gen_rounds": c.gen_rounds}
 
     data = Dataset.from_list(task.train_rows)
-    res = train(model, data, cfg, collate_fn=partial(collate, pad_id=task.pad), step_fn=step, evaluate=evaluate,
-                name=name, callbacks=[step.set_step, *callbacks])
+    res = train(model, data, TrainArgs.from_config(cfg), collate_fn=partial(collate, pad_id=task.pad), step_fn=step,
+                evaluate=evaluate, name=name, callbacks=callbacks)
     final = final_metrics(res.model, cfg, task, embed)
     evals = [r for r in res.history.records if r["split"] == "eval"]
     for k in COST:  # from the history, so a reloaded run reports the cost of the run that trained it
         final[k] = float(evals[-1].get(k, 0.0)) if evals else 0.0
-    return ArmRun(arm, cfg.seed, res.model, res.history, final, res.resumed_from)
-
-
-def _checkpoint_step(cfg, name: str) -> int:
-    """The step a resumed run starts from (the schedule must continue there)."""
-    root = cfg.run_dir / "checkpoints" / name
-    states = sorted(root.glob("step_*/trainer_state.json")) if cfg.resume else []
-    return json.loads(states[-1].read_text())["step"] if states else 0
+    return ArmRun(arm, cfg.seed, res.model, res.history, results=final, resumed_from=res.resumed_from)
 
 
 def final_metrics(model, cfg: Config, task: TaskData, embed=None) -> dict:
@@ -229,20 +207,7 @@ def run_experiment(cfg: Config) -> dict[int, dict[str, ArmRun]]:
 def summarize(runs: dict[int, dict[str, ArmRun]]) -> dict[str, dict[str, float]]:
     """results for metrics.json: per arm the seed mean of every scalar (and `<metric>_std` over several seeds),
     plus the rows `tf@gold` / `tf@own` (teacher forcing's mean token error under gold and own prefixes)."""
-    per_arm: dict[str, list[dict]] = {}
-    for arms in runs.values():
-        for arm, r in arms.items():
-            per_arm.setdefault(arm, []).append(r.final)
-    results = {}
-    for arm, finals in per_arm.items():
-        keys = [k for k, v in finals[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        row = {}
-        for k in keys:
-            vals = [f[k] for f in finals]
-            row[k] = float(np.mean(vals))
-            if len(vals) > 1:
-                row[f"{k}_std"] = float(np.std(vals, ddof=1))
-        results[arm] = row
+    results = seed_summary([{arm: r.results for arm, r in arms.items()} for arms in runs.values()])
     results["tf@gold"] = {"err": results["tf"]["tf_err"]}
     results["tf@own"] = {"err": results["tf"]["fr_err"]}
     return results
@@ -252,7 +217,7 @@ def curves(runs: dict[int, dict[str, ArmRun]]) -> dict[str, list[dict]]:
     """Per arm, the checkpoints' curves averaged over seeds: [{step, e_tf, e_fr, acc_err_curve, ...}]."""
     out = {}
     for arm in next(iter(runs.values())):
-        per_seed = [runs[s][arm].checkpoints() for s in runs]
+        per_seed = [runs[s][arm].eval_records() for s in runs]
         rows = []
         for ckpts in zip(*per_seed):
             row = {"step": ckpts[0]["step"]}
@@ -270,40 +235,36 @@ def claims(cfg: Config) -> list[Claim]:
     """The paper's claims as checkable rules. Tiny preset (sort): asserted claims carry margins below the
     smallest gap of our seed 0-2 calibration; the end-metric claims are recorded, not asserted."""
 
-    def claim(id, text, metric, better, baseline, method, margin=0.0, asserted=True):
-        return Claim(id=id, text=text, metric=metric, better=better, baseline=baseline, method=method,
-                     margin=margin, asserted=asserted)
-
     if cfg.task == "sort" and cfg.preset == "tiny":
         # calibration (seeds 0, 1, 2; smallest paired gain in brackets): tf own-gold error gap (.022), BASH
         # AccErr (.23), own-prefix error (.028), %ExErr (18.6), exact match (+.165); RAC %ExErr (27.7), AccErr
         # (.13); RAC exact match +.23 / -.02 / +.07 and SS -.005 / -.03 / -.03: not resolved, not asserted
         return [
-            claim("exposure_bias_visible", "Teacher forcing errs more under its own prefixes than under gold ones",
-                  "err", "lower", "tf@own", "tf@gold", 0.015),
-            claim("bash_reduces_acc_err", "BASH accumulates less error than teacher forcing (AccErr)",
-                  "acc_err", "lower", "tf", "bash", 0.15),
-            claim("bash_reduces_pct_ex", "BASH narrows the exposure gap (%ExErr) vs teacher forcing",
-                  "pct_ex", "lower", "tf", "bash", 10.0),
-            claim("bash_reduces_own_prefix_error", "BASH errs less under its own prefixes than teacher forcing",
-                  "fr_err", "lower", "tf", "bash", 0.02),
-            claim("rac_reduces_pct_ex", "RAC narrows the exposure gap (%ExErr) vs teacher forcing",
-                  "pct_ex", "lower", "tf", "rac", 20.0),
-            claim("rac_reduces_acc_err", "RAC accumulates less error than teacher forcing (AccErr)",
-                  "acc_err", "lower", "tf", "rac", 0.1),
-            claim("bash_improves_em", "BASH improves the end metric (exact match) over teacher forcing",
-                  "em", "higher", "tf", "bash", 0.1),
-            claim("rac_improves_em", "RAC improves the end metric (exact match) over teacher forcing",
-                  "em", "higher", "tf", "rac", asserted=False),
-            claim("ss_improves_em", "Scheduled sampling improves exact match over teacher forcing",
-                  "em", "higher", "tf", "ss", asserted=False),
+            Claim("exposure_bias_visible", "Teacher forcing errs more under its own prefixes than under gold ones",
+                  "err", "tf@own", "tf@gold", better="lower", margin=0.015),
+            Claim("bash_reduces_acc_err", "BASH accumulates less error than teacher forcing (AccErr)",
+                  "acc_err", "tf", "bash", better="lower", margin=0.15),
+            Claim("bash_reduces_pct_ex", "BASH narrows the exposure gap (%ExErr) vs teacher forcing",
+                  "pct_ex", "tf", "bash", better="lower", margin=10.0),
+            Claim("bash_reduces_own_prefix_error", "BASH errs less under its own prefixes than teacher forcing",
+                  "fr_err", "tf", "bash", better="lower", margin=0.02),
+            Claim("rac_reduces_pct_ex", "RAC narrows the exposure gap (%ExErr) vs teacher forcing",
+                  "pct_ex", "tf", "rac", better="lower", margin=20.0),
+            Claim("rac_reduces_acc_err", "RAC accumulates less error than teacher forcing (AccErr)",
+                  "acc_err", "tf", "rac", better="lower", margin=0.1),
+            Claim("bash_improves_em", "BASH improves the end metric (exact match) over teacher forcing",
+                  "em", "tf", "bash", margin=0.1),
+            Claim("rac_improves_em", "RAC improves the end metric (exact match) over teacher forcing",
+                  "em", "tf", "rac", asserted=False),
+            Claim("ss_improves_em", "Scheduled sampling improves exact match over teacher forcing",
+                  "em", "tf", "ss", asserted=False),
         ]
     dist = f"{embedder_key(cfg.embedder)}_dist"
     return [
-        claim("bash_improves_dist", "BASH answers are closer to the reference (embedding distance)", dist, "lower",
-              "tf", "bash"),
-        claim("rac_improves_dist", "RAC answers are closer to the reference (embedding distance)", dist, "lower",
-              "tf", "rac"),
-        claim("bash_reduces_acc_err", "BASH accumulates less error than teacher forcing", "acc_err", "lower", "tf",
-              "bash", asserted=False),
+        Claim("bash_improves_dist", "BASH answers are closer to the reference (embedding distance)",
+              dist, "tf", "bash", better="lower"),
+        Claim("rac_improves_dist", "RAC answers are closer to the reference (embedding distance)",
+              dist, "tf", "rac", better="lower"),
+        Claim("bash_reduces_acc_err", "BASH accumulates less error than teacher forcing",
+              "acc_err", "tf", "bash", better="lower", asserted=False),
     ]

@@ -21,54 +21,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqnb.collate import pad_sequences
+from seqnb.decoding import decode_tokens, greedy, restrict
 from seqnb.runtime import model_device
-from seqnb.papers.self_generated_tokens.method import argmax_tokens, collate
+from seqnb.papers.self_generated_tokens.method import collate
 
 
-@torch.no_grad()
 def greedy_answers(model, prompts: list[list[int]], max_new: int, *, pad_id: int, eos_id: int | None = None,
                    allowed: torch.Tensor | None = None, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy continuation of every prompt (left-padded, KV cache), in eval mode. Returns tokens [N, max_new]
     (pad after EOS) and lengths [N] (EOS included). `allowed` restricts the argmax to answer tokens."""
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    out, lens = [], []
+    tokens, lengths = [], []
     for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i: i + batch_size]
-        P = max(map(len, chunk))
-        ids = torch.full((len(chunk), P), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), P), dtype=torch.long)
-        for r, p in enumerate(chunk):
-            ids[r, P - len(p):], mask[r, P - len(p):] = torch.tensor(p), 1
-        ids, mask = ids.to(device), mask.to(device)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
-        length = torch.full((len(chunk),), max_new, dtype=torch.long, device=device)
-        tokens = []
-        for t in range(max_new):
-            nxt = argmax_tokens(res.logits[:, -1].float(), allowed)
-            nxt = torch.where(done, pad_id, nxt)
-            tokens.append(nxt)
-            if eos_id is not None:
-                ended = (nxt == eos_id) & ~done
-                length = torch.where(ended, t + 1, length)
-                done |= ended
-                if done.all():
-                    break
-            if t + 1 < max_new:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                pos = pos[:, -1:] + 1
-                res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                            past_key_values=res.past_key_values, use_cache=True)
-        gen = torch.stack(tokens, dim=1)
-        if gen.shape[1] < max_new:
-            gen = torch.cat([gen, torch.full((len(chunk), max_new - gen.shape[1]), pad_id, device=device)], dim=1)
-        out.append(gen.cpu())
-        lens.append(length.cpu())
-    model.train(was_training)
-    return torch.cat(out), torch.cat(lens)
+        out = decode_tokens(model, prompts[i: i + batch_size], max_new_tokens=max_new, pad_id=pad_id,
+                            allowed=allowed, eos_id=eos_id)
+        tokens.append(out.tokens.cpu())
+        lengths.append(out.lengths.cpu())
+    return torch.cat(tokens), torch.cat(lengths)
 
 
 @torch.no_grad()
@@ -85,7 +54,7 @@ def _score(model, rows: list[dict], targets: torch.Tensor, pad_id: int, allowed,
         tgt = targets[i: i + batch_size].to(logits.device)
         logp = F.log_softmax(picked, dim=-1).gather(-1, tgt.clamp(min=0)[..., None]).squeeze(-1)
         logp_all.append(logp.cpu())
-        pred_all.append(argmax_tokens(picked, allowed).cpu())
+        pred_all.append(greedy(restrict(picked, allowed)).cpu())
     return torch.cat(logp_all), torch.cat(pred_all)
 
 
@@ -95,11 +64,9 @@ def exposure(model, rows: list[dict], *, pad_id: int, eos_id: int | None = None,
     text). Returns per-position curves (lists), scalars and the greedy generations (`y_hat`, `y_hat_len`)."""
     was_training = model.training
     model.eval()
-    T = max(len(r["answer"]) for r in rows)
-    y = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    y = pad_sequences([r["answer"] for r in rows], pad_id)
+    T = y.shape[1]
     y_len = torch.tensor([len(r["answer"]) for r in rows])
-    for i, r in enumerate(rows):
-        y[i, : len(r["answer"])] = torch.tensor(r["answer"])
     valid = torch.arange(T)[None] < y_len[:, None]
     logp_tf, pred_tf = _score(model, rows, y, pad_id, allowed, batch_size)
     y_hat, y_hat_len = greedy_answers(model, [r["prompt"] for r in rows], T, pad_id=pad_id, eos_id=eos_id,
@@ -148,21 +115,6 @@ def measures(err_tf: torch.Tensor, err_fr: torch.Tensor, valid: torch.Tensor) ->
 
 
 # ------------------------------------------------------------------------------------------ distances
-def edit_distance(a, b) -> int:
-    """Levenshtein distance between two sequences (tokens or characters)."""
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def normalized_edit_distance(a, b) -> float:
-    return edit_distance(a, b) / max(len(a), len(b), 1)
-
-
 def ngram_embedder(n: tuple[int, ...] = (1, 2, 3), dim: int = 4096) -> Callable[[list[str]], np.ndarray]:
     """Offline stand-in for a sentence embedder: hashed character n-gram counts (crc32, so stable across runs),
     L2-normalised. It sees which symbols occur and in which local order, nothing semantic."""

@@ -19,18 +19,24 @@ and they differ only in where yhat comes from and how the mask m is drawn:
 
 Sampled tokens are integers produced without gradient: nothing flows through the sampling.
 Tensors use 0-based answer positions a = 0..T-1; `targets[:, i]` is what the logits at sequence index i predict.
+
+Taught in notebooks/04_self_generated_tokens.ipynb, § "The schedule $\varepsilon(s)$"; § "What each arm actually trains on".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from seqnb.collate import IGNORE_INDEX
+from seqnb.collate import IGNORE_INDEX, pad_sequences
+from seqnb.decoding import greedy, restrict
+from seqnb.metrics import prefix_edit_distances
 from seqnb.runtime import seeded_generator
 
 ARMS = ("tf", "ss", "bash", "rac")
@@ -71,12 +77,14 @@ def mixing_mask(valid: torch.Tensor, eps: float, generator: torch.Generator,
         raise ValueError(f"parameter 'granularity': unknown {granularity!r}, use one of {list(GRANULARITIES)}")
     B, T = valid.shape
     shape = {"token": (B, T), "sequence": (B, 1), "batch": (1, 1)}[granularity]
+    # m_t ~ Bernoulli(eps), one coin per position, per example or per batch
     coins = torch.rand(shape, generator=generator, device=valid.device) < eps
     return coins.expand(B, T) & valid
 
 
 def mix(y: torch.Tensor, y_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """u = yhat where mask else y (all [B, T])."""
+    # u_t = m_t yhat_t + (1 - m_t) y_t
     return torch.where(mask, y_hat, y)
 
 
@@ -92,9 +100,11 @@ def rac_cut(y: torch.Tensor, y_hat: torch.Tensor, valid: torch.Tensor, eps: floa
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """RAC cut points: per row, k = first own error; with probability eps, c ~ Uniform{k, ..., last valid};
     otherwise (or when yhat has no error) c = -1 (plain teacher forcing). Returns (k, c)."""
+    # k = min {t : yhat_t != y_t}, the model's first own error
     k = first_deviation(y, y_hat, valid)
     last = valid.long().sum(dim=1) - 1
     B = y.shape[0]
+    # with probability eps the row keeps its own prefix yhat_0..yhat_c, c ~ Uniform{k, ..., last}
     use = torch.rand(B, generator=generator, device=y.device) < eps
     span = (last - k + 1).clamp(min=1)
     c = k + (torch.rand(B, generator=generator, device=y.device) * span).long().clamp(max=span - 1)
@@ -123,14 +133,9 @@ def rac_edit_example(y: list[int], y_hat: list[int], k: int, c: int) -> tuple[li
 
 def aligned_end(a: list[int], b: list[int]) -> int:
     """The j minimising the edit distance between `a` and the prefix b[:j] (ties: the longest)."""
-    prev = list(range(len(b) + 1))  # distance of a[:0] to b[:j]
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-        prev = cur
-    best = min(prev)
-    return max(j for j, d in enumerate(prev) if d == best)
+    distances = prefix_edit_distances(a, b)
+    best = min(distances)
+    return max(j for j, d in enumerate(distances) if d == best)
 
 
 # -------------------------------------------------------------------------------------------- batches
@@ -178,15 +183,8 @@ class Batch:
 
 def collate(rows: list[dict], pad_id: int) -> Batch:
     """Rows {prompt: ids, answer: ids, idx} -> a right-padded `Batch`."""
-    seqs = [r["prompt"] + r["answer"] for r in rows]
-    L, T = max(map(len, seqs)), max(len(r["answer"]) for r in rows)
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), L), dtype=torch.long)
-    answers = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    for i, (s, r) in enumerate(zip(seqs, rows)):
-        ids[i, : len(s)] = torch.tensor(s)
-        att[i, : len(s)] = 1
-        answers[i, : len(r["answer"])] = torch.tensor(r["answer"])
+    ids, att = pad_sequences([r["prompt"] + r["answer"] for r in rows], pad_id, mask=True)
+    answers = pad_sequences([r["answer"] for r in rows], pad_id)
     return Batch(ids, att, answers, torch.tensor([len(r["prompt"]) for r in rows]),
                  torch.tensor([len(r["answer"]) for r in rows]), torch.tensor([r.get("idx", -1) for r in rows]))
 
@@ -194,16 +192,12 @@ def collate(rows: list[dict], pad_id: int) -> Batch:
 def reference_loss(model, input_ids, attention_mask, targets, weights=None) -> torch.Tensor:
     """Mean (weighted) cross-entropy of `targets` (IGNORE_INDEX skipped) under the model on `input_ids`."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    # - log p_theta(y_t | x, u_<t) at every target position
     nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
     keep = (targets != IGNORE_INDEX).float()
     w = keep if weights is None else keep * weights
+    # L = 1/|y| sum_t w_t (- log p_theta(y_t | x, u_<t))
     return (nll * w).sum() / keep.sum().clamp(min=1)
-
-
-def argmax_tokens(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-    return logits.argmax(-1)
 
 
 @torch.no_grad()
@@ -215,7 +209,7 @@ def teacher_forced_predictions(model, batch: Batch, allowed: torch.Tensor | None
     model.train(was_training)
     index = (batch.answer_index() - 1).clamp(min=0)
     picked = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
-    return argmax_tokens(picked, allowed)
+    return greedy(restrict(picked, allowed))
 
 
 # ------------------------------------------------------------------------------------------------- cost
@@ -234,11 +228,34 @@ class Cost:
 # -------------------------------------------------------------------------------------------- step fn
 @dataclass
 class SelfGenStep:
-    """`step_fn` for `seqnb.train.train`, one class for all four arms.
+    """`step_fn(model, batch, step)` for `seqnb.train.train`, one class for all four arms; the mixing rate
+    eps(step) follows `schedule` from `eps_start` to `total_steps`.
 
     `regenerate(model) -> (yhat [M, T], yhat_len [M])` produces the offline pool (BASH/RAC) for every training
-    row; it is called when a round is due (every `gen_every` steps, the first at the first step with eps > 0).
-    `set_step` (a train callback) keeps the optimizer step that the schedule reads.
+    row (the batch's `idx` says which pool row belongs to which batch row); it is called when a round is due
+    (every `gen_every` steps, the first at the first step with eps > 0). `state_dict` holds the pool, the
+    sampling generator's state and the cost, so a resumed run continues bit-identically.
+
+    Example::
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from seqnb.papers.self_generated_tokens.exposure import greedy_answers
+        from seqnb.papers.self_generated_tokens.method import SelfGenStep, collate
+
+        model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+        eos = tokenizer.eos_token_id
+        pairs = [("The capital of France is", " Paris, on the Seine."), ("Water boils at", " 100 degrees Celsius.")]
+        rows = [{"prompt": tokenizer(x).input_ids, "answer": tokenizer(y).input_ids + [eos], "idx": i}
+                for i, (x, y) in enumerate(pairs)]  # idx: the row's place in the pool of own answers
+        def regenerate(m):  # the offline pool: the model's own greedy answer (16 tokens at most) to every prompt
+            return greedy_answers(m, [r["prompt"] for r in rows], 16, pad_id=eos, eos_id=eos)
+        step = SelfGenStep(arm="bash", eps_start=0, total_steps=2, schedule="const", p_max=0.5, regenerate=regenerate,
+                           pad_id=eos)
+        batch = collate(rows, pad_id=eos)
+        loss, logs = step(model, batch, 0)
+        loss.backward()
     """
 
     arm: str
@@ -250,11 +267,10 @@ class SelfGenStep:
     gen_every: int = 1
     seed: int = 0
     allowed: torch.Tensor | None = None
-    regenerate: object = None
+    regenerate: Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]] | None = None
     rac_alignment: str = "position"
     w_corr: float = 1.0
     pad_id: int = 0
-    step: int = 0
     cost: Cost = field(default_factory=Cost)
 
     def __post_init__(self):
@@ -268,25 +284,33 @@ class SelfGenStep:
         self.pool, self.pool_step = None, None
         schedule(self.schedule, 0.0, self.p_max)  # validates both
 
-    def set_step(self, step: int, model=None) -> None:
-        self.step = step
+    def eps(self, step: int) -> float:
+        return epsilon(step, start=self.eps_start, total=self.total_steps, name=self.schedule, p_max=self.p_max)
 
-    def eps(self) -> float:
-        return epsilon(self.step, start=self.eps_start, total=self.total_steps, name=self.schedule, p_max=self.p_max)
+    def state_dict(self) -> dict:
+        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state()),
+                "pool": self.pool, "pool_step": self.pool_step, "cost": dataclasses.asdict(self.cost)}
 
-    def _pool(self, model):
-        if self.pool is None or self.step - self.pool_step >= self.gen_every:
+    def load_state_dict(self, state: dict) -> None:
+        if state["generator"] is not None:
+            device, rng = state["generator"]
+            self.generator = seeded_generator(0, device)
+            self.generator.set_state(rng)
+        self.pool, self.pool_step, self.cost = state["pool"], state["pool_step"], Cost(**state["cost"])
+
+    def _pool(self, model, step: int):
+        if self.pool is None or step - self.pool_step >= self.gen_every:
             t0 = time.perf_counter()
             y_hat, lens = self.regenerate(model)
             self.cost.gen_s += time.perf_counter() - t0
             self.cost.gen_rounds += 1
             self.cost.gen_tokens = self.cost.gen_tokens + lens.sum()
-            self.pool, self.pool_step = (y_hat, lens), self.step
+            self.pool, self.pool_step = (y_hat, lens), step
         return self.pool
 
-    def build(self, model, batch: Batch):
-        """(inputs, attention_mask, targets, weights, logs) for this arm at the current step."""
-        eps = self.eps() if self.arm != "tf" else 0.0
+    def build(self, model, batch: Batch, step: int):
+        """(inputs, attention_mask, targets, weights, logs) for this arm at optimizer step `step`."""
+        eps = self.eps(step) if self.arm != "tf" else 0.0
         targets = batch.targets()
         if eps <= 0.0:
             return batch.input_ids, batch.attention_mask, targets, None, {"eps": eps}
@@ -299,7 +323,7 @@ class SelfGenStep:
             self.cost.extra_fwd += 1
             mask = mixing_mask(batch.answer_valid, eps, self.generator, self.granularity)
             return self._mixed(batch, y_hat, mask, targets, None, eps)
-        pool, pool_len = self._pool(model)
+        pool, pool_len = self._pool(model, step)
         rows, lens = pool[batch.idx.to(pool.device)], pool_len[batch.idx.to(pool.device)]
         y_hat = _fit(rows, T, self.pad_id).to(batch.answers.device)
         valid = batch.answer_valid & (torch.arange(T, device=y_hat.device)[None] < lens.to(y_hat.device)[:, None])
@@ -341,13 +365,12 @@ class SelfGenStep:
         logs = {"eps": eps, "rac_frac": (c >= 0).float().mean()}
         return edited.input_ids, edited.attention_mask, edited.targets(tgt), None, logs
 
-    def __call__(self, model, batch: Batch):
-        inputs, attention, targets, weights, logs = self.build(model, batch)
+    def __call__(self, model, batch: Batch, step: int):
+        inputs, attention, targets, weights, logs = self.build(model, batch, step)
         loss = reference_loss(model, inputs, attention, targets, weights)
         return loss, {"loss": loss.detach(), **logs}
 
 
 def _fit(x: torch.Tensor, T: int, pad: int) -> torch.Tensor:
-    if x.shape[1] >= T:
-        return x[:, :T]
-    return torch.cat([x, torch.full((x.shape[0], T - x.shape[1]), pad, dtype=x.dtype)], dim=1)
+    """`x` [B, W] cut or right-padded with `pad` to width T."""
+    return F.pad(x, (0, T - x.shape[1]), value=pad)

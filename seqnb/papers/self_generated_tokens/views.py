@@ -166,9 +166,9 @@ def contexts_html(model, task, p_max: float, n_rows: int = 64) -> str:
     lines = [("reference (every target)", html.escape(task.text(ref))),
              ("own greedy answer", html.escape(task.text(own[i, : own_len[i]].tolist())))]
     for arm, seed in [("ss", 0), ("bash", 0), ("bash", 1), ("bash", 2), ("rac", 0), ("rac", 1), ("rac", 2)]:
-        step = SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=p_max, allowed=task.allowed, step=1,
+        step = SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=p_max, allowed=task.allowed,
                            seed=seed, regenerate=lambda m: (own, own_len), pad_id=task.pad)
-        inputs = step.build(model, batch)[0]
+        inputs = step.build(model, batch, 1)[0]
         ans = inputs[i, batch.ans_start[i]: batch.ans_start[i] + batch.ans_len[i]].tolist()
         marked = "".join(html.escape(task.text([t])) if t == g else
                          f"<b style='color:#c00'>{html.escape(task.text([t]))}</b>" for t, g in zip(ans, ref))

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from seqnb.collate import pad_sequences
+from seqnb.decoding import decode_tokens, forced_prefixes, sampler
 from seqnb.runtime import check_generator, model_device
 
 
@@ -106,20 +108,21 @@ class ActionBatch:
 def collate_actions(rows: Sequence[dict], *, bksp_id: int, pad_id: int) -> ActionBatch:
     """rows: {"actions", "prompt_len", optional "noise"}. Padding rows attend only to themselves (no NaN)."""
     width = max(len(r["actions"]) for r in rows)
-    b = len(rows)
-    out = dict(
-        input_ids=torch.full((b, width), pad_id), position_ids=torch.zeros(b, width, dtype=torch.long),
-        attend=torch.eye(width, dtype=torch.bool).repeat(b, 1, 1), actions=torch.full((b, width), pad_id),
-        noise=torch.zeros(b, width, dtype=torch.bool), transition=torch.zeros(b, width, dtype=torch.bool),
+    inputs = [backspace_inputs(r["actions"], r["prompt_len"], bksp_id) for r in rows]
+    attend = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
+    transition = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (r, (_, _, row_attend)) in enumerate(zip(rows, inputs)):
+        n = len(r["actions"])
+        attend[i, :n, :n] = row_attend
+        transition[i, r["prompt_len"] - 1 : n - 1] = True
+    return ActionBatch(
+        input_ids=pad_sequences([ids.tolist() for ids, _, _ in inputs], pad_id),
+        position_ids=pad_sequences([pos.tolist() for _, pos, _ in inputs], 0),
+        attend=attend,
+        actions=pad_sequences([r["actions"] for r in rows], pad_id),
+        noise=pad_sequences([r.get("noise") or [False] * len(r["actions"]) for r in rows], False).bool(),
+        transition=transition,
     )
-    for i, r in enumerate(rows):
-        n, p = len(r["actions"]), r["prompt_len"]
-        ids, pos, attend = backspace_inputs(r["actions"], p, bksp_id)
-        out["input_ids"][i, :n], out["position_ids"][i, :n], out["attend"][i, :n, :n] = ids, pos, attend
-        out["actions"][i, :n] = torch.tensor(r["actions"])
-        out["noise"][i, :n] = torch.tensor(r.get("noise") or [False] * n)
-        out["transition"][i, p - 1 : n - 1] = True
-    return ActionBatch(**out)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,6 @@ class Trace:
     ended: bool  # emitted EOS (False: stopped at max_actions)
 
 
-@torch.no_grad()
 def generate_with_backspace(
     model, prompts: Sequence[Sequence[int]], *, bksp_id: int, eos_id: int, pad_id: int, allowed: torch.Tensor,
     max_actions: int, temperature: float = 0.0, force: Sequence[Sequence[int]] | None = None,
@@ -142,41 +144,15 @@ def generate_with_backspace(
     """Batched decoding in which `<bksp>` really deletes: each step re-reads the edited prefixes (no KV cache;
     the tiny models make that cheap). `temperature=0` is greedy; `force[i]` are actions imposed first (error
     injection); `allowed` [V] bool is the action set sampled from, the same one the SequenceMatch loss uses."""
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    check_generator(generator, device)
+    check_generator(generator, model_device(model))
     force = force or [[] for _ in prompts]
-    actions = [list(p) for p in prompts]
-    edited = [list(p) for p in prompts]
-    ended = [False] * len(prompts)
-    for step in range(max_actions):
-        active = [i for i in range(len(prompts)) if not ended[i]]
-        if not active:
-            break
-        width = max(len(edited[i]) for i in active)
-        ids = torch.full((len(active), width), pad_id, device=device)
-        mask = torch.zeros(len(active), width, dtype=torch.long, device=device)
-        for row, i in enumerate(active):
-            ids[row, : len(edited[i])] = torch.tensor(edited[i], device=device)
-            mask[row, : len(edited[i])] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        last = logits[torch.arange(len(active), device=device), mask.sum(1) - 1].float()
-        last = last.masked_fill(~allowed.to(device), float("-inf"))
-        if temperature > 0:
-            probs = torch.softmax(last / temperature, dim=-1).cpu()
-            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
-        else:
-            chosen = last.argmax(-1).tolist()
-        for row, i in enumerate(active):
-            a = force[i][step] if step < len(force[i]) else chosen[row]
-            actions[i].append(a)
-            if a != bksp_id:
-                edited[i].append(a)
-            elif len(edited[i]) > len(prompts[i]):
-                edited[i].pop()
-            ended[i] = a == eos_id
-    model.train(was_training)
-    return [
-        Trace(actions[i], len(prompts[i]), len(force[i]), edited[i], ended[i]) for i in range(len(prompts))
-    ]
+    out = decode_tokens(
+        model, prompts, max_new_tokens=max_actions, pad_id=pad_id, choose=sampler(temperature, generator),
+        allowed=allowed, edit=forced_prefixes(force, model_device(model)), eos_id=eos_id,
+        view=lambda actions, prompt_len: apply_backspaces(actions, prompt_len, bksp_id),
+    )
+    traces = []
+    for p, f, new, n, ended in zip(prompts, force, out.tokens.tolist(), out.lengths.tolist(), out.finished.tolist()):
+        actions = [*p, *new[:n]]
+        traces.append(Trace(actions, len(p), len(f), apply_backspaces(actions, len(p), bksp_id), ended))
+    return traces

@@ -9,6 +9,10 @@ from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probabil
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 03's parameters, in groups: the task and its sizes; the model; MLE pretraining; the backspace
+    augmentation, the SequenceMatch loss and its rollouts. The training loop's own fields (max_steps, lr, ...)
+    come from `RunConfig`."""
+
     # "permutation": k distinct digits (k in min_k..max_k) -> any permutation of them;
     # "add_or_sub_in_base": the paper's arithmetic sub-task, |operands| <= max_value
     task: str = bounded(choices=("permutation", "add_or_sub_in_base"))
@@ -16,7 +20,7 @@ class Config(RunConfig):
     max_k: int = bounded(8, min=1)
     max_value: int = bounded(1000, min=1)
     n_train: int = bounded(min=1)
-    n_eval: int = bounded(min=1)
+    n_eval: int = bounded(min=1)  # held-out prompts for every evaluation
     # model: "scratch" builds a GPT-2-style decoder from a config; anything else is a hub id or local folder
     model_name: str = "scratch"
     n_layer: int = bounded(min=1)
@@ -26,15 +30,15 @@ class Config(RunConfig):
     pretrain_steps: int = bounded(min=0)
     pretrain_lr: float = bounded(min=0.0)
     # backspace augmentation and the SequenceMatch loss
-    p_noise: float = probability()
+    p_noise: float = probability()  # per answer position: insert a mistake and <bksp> before the gold token
     beta: float = probability()  # L = (1 - beta) BC + beta L_SM
     alpha: float = bounded(min=1e-6)  # chi^2 scale: the term is r^2 / (4 alpha)
-    gamma: float = probability()  # discount
+    gamma: float = probability()  # discount of V(s') in r = Q(s, a) - gamma V(s')
     lam: float = probability()  # data share of the data/model mixture
-    roll_every: int = bounded(min=1)
-    n_rollouts: int = bounded(min=1)
-    rollout_temperature: float = bounded(min=0.0)
-    max_actions: int = bounded(min=1)
+    roll_every: int = bounded(min=1)  # optimizer steps between two refreshes of the rollout buffer
+    n_rollouts: int = bounded(min=1)  # generations per refresh (each step samples a batch of them)
+    rollout_temperature: float = bounded(min=0.0)  # sampling temperature of the rollouts
+    max_actions: int = bounded(min=1)  # cap on actions (tokens and <bksp>) per generation
 
     def check(self) -> None:
         if self.min_k > self.max_k:

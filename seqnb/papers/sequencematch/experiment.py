@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset, DatasetDict
 
 from seqnb.collate import PadCollator, tokenize_pairs
+from seqnb.experiment import ArmRun, training_cost
 from seqnb.models import add_special_tokens, build_decoder, load_pretrained
 from seqnb.papers.sequencematch.config import Config
 from seqnb.record import Claim
 from seqnb.runtime import model_device, seeded_generator
 from seqnb.tasks import is_permutation_answer, load_task
 from seqnb.tokenizers import char_tokenizer
-from seqnb.train import TrainResult, sft_step, train
+from seqnb.train import TrainArgs, TrainResult, sft_step, train
 from seqnb.papers.sequencematch.backspace import ActionBatch, Trace, collate_actions, generate_with_backspace, insert_backspace_noise
 from seqnb.papers.sequencematch.method import SequenceMatchStep, bc_step
 
@@ -125,8 +127,8 @@ def augmented_set(data: Dataset, vocab: Vocab, task: str, p_noise: float, seed: 
 class RolloutBuffer:
     """The model's own generations (with `<bksp>` enabled), regenerated every `roll_every` steps.
 
-    Its state is not checkpointed: a resumed SequenceMatch run rolls out the restored model at once and then
-    continues correctly, but not bit-identically to an uninterrupted run.
+    `state_dict`/`load_state_dict` put its generations and its sampler's state into the training checkpoint, so
+    a resumed run continues bit-identically to an uninterrupted one.
     """
 
     def __init__(self, prompts: list[str], vocab: Vocab, cfg: Config):
@@ -144,6 +146,13 @@ class RolloutBuffer:
     def callback(self, step: int, model) -> None:
         if step % self.cfg.roll_every == 0:
             self.refresh(model)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate(), "rows": self.rows, "n_refreshes": self.n_refreshes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(state["rng"])
+        self.rows, self.n_refreshes = state["rows"], state["n_refreshes"]
 
     def batch(self, model) -> ActionBatch:
         if not self.rows:  # first step (or after a resume): roll out the current model
@@ -164,18 +173,25 @@ def generate(model, vocab: Vocab, prompts: list[str], cfg: Config, *, temperatur
 
 def pretrain(model, data: DatasetDict, vocab: Vocab, cfg: Config) -> TrainResult:
     """Shared MLE (teacher-forced) pretraining on clean data: the checkpoint every arm starts from."""
-    pre_cfg = replace(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr)
+    args = TrainArgs.from_config(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr)
     clean = tokenize_pairs(data["train"], vocab.tokenizer).select_columns(["input_ids", "labels"])
-    return train(model, clean, pre_cfg, collate_fn=PadCollator(vocab.pad), name="pretrain")
+    return train(model, clean, args, collate_fn=PadCollator(vocab.pad), name="pretrain")
 
 
-def finetune(arm: str, pretrained, data: DatasetDict, vocab: Vocab, cfg: Config,
-             callbacks=()) -> TrainResult:
-    """One arm from a copy of the pretrained model, same steps, lr and data order as the others."""
-    model = copy.deepcopy(pretrained)
+def finetune(arm: str, pretrained, data: DatasetDict, vocab: Vocab, cfg: Config, callbacks=()) -> ArmRun:
+    """One arm from a copy of the pretrained model, same steps, lr and data order as the others; its `cost` holds
+    the training time measured when it trained (kept when it is reloaded)."""
+    t0 = time.perf_counter()
+    result = _train_arm(arm, copy.deepcopy(pretrained), data, vocab, cfg, callbacks)
+    cost = training_cost(cfg.run_dir, arm, result.resumed_from, {"train_s": time.perf_counter() - t0})
+    return ArmRun(arm, cfg.seed, result.model, result.history, cost=cost, resumed_from=result.resumed_from)
+
+
+def _train_arm(arm: str, model, data: DatasetDict, vocab: Vocab, cfg: Config, callbacks) -> TrainResult:
+    args = TrainArgs.from_config(cfg)
     if arm == "mle":
         clean = tokenize_pairs(data["train"], vocab.tokenizer).select_columns(["input_ids", "labels"])
-        return train(model, clean, cfg, collate_fn=PadCollator(vocab.pad), step_fn=sft_step, name=arm,
+        return train(model, clean, args, collate_fn=PadCollator(vocab.pad), step_fn=sft_step, name=arm,
                      callbacks=callbacks)
     augmented = augmented_set(data["train"], vocab, cfg.task, cfg.p_noise, cfg.seed)
 
@@ -183,13 +199,13 @@ def finetune(arm: str, pretrained, data: DatasetDict, vocab: Vocab, cfg: Config,
         return collate_actions(rows, bksp_id=vocab.bksp, pad_id=vocab.pad)
 
     if arm == "bc_bksp":
-        return train(model, augmented, cfg, collate_fn=collate, step_fn=bc_step, name=arm, callbacks=callbacks)
+        return train(model, augmented, args, collate_fn=collate, step_fn=bc_step, name=arm, callbacks=callbacks)
     if arm == "sm":
         buffer = RolloutBuffer(data["train"]["prompt"], vocab, cfg)
         step = SequenceMatchStep(rollouts=lambda: buffer.batch(model), eos_id=vocab.eos, allowed=vocab.allowed,
                                  beta=cfg.beta, alpha=cfg.alpha, gamma=cfg.gamma, lam=cfg.lam)
-        return train(model, augmented, cfg, collate_fn=collate, step_fn=step, name=arm,
-                     callbacks=[buffer.callback, *callbacks])
+        return train(model, augmented, args, collate_fn=collate, step_fn=step, name=arm,
+                     callbacks=[buffer.callback, *callbacks], stateful=[buffer])
     raise ValueError(f"unknown arm {arm!r}: use one of {ARMS}")
 
 
@@ -233,33 +249,29 @@ def claims(cfg: Config) -> list[Claim]:
     calibration (seeds 0-2); claims the tiny preset cannot resolve are recorded with asserted=False. Other
     settings have no calibration: only the paper's headline claim (SM beats MLE on accuracy) is asserted."""
 
-    def claim(id, text, metric, baseline, method, margin=0.0, asserted=True):
-        return Claim(id=id, text=text, metric=metric, better="higher", baseline=baseline, method=method,
-                     margin=margin, asserted=asserted)
-
     if cfg.preset == "tiny" and cfg.task == "permutation":
         return [
-            claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.5)",
-                  "acc_t1.5", "mle", "sm", 0.08),
-            claim("sm_beats_mle_sampled_accuracy_t1", "SequenceMatch beats MLE on sampled accuracy (T=1.0)",
+            Claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.5)",
+                  "acc_t1.5", "mle", "sm", margin=0.08),
+            Claim("sm_beats_mle_sampled_accuracy_t1", "SequenceMatch beats MLE on sampled accuracy (T=1.0)",
                   "acc_t1.0", "mle", "sm", asserted=False),
-            claim("bksp_beats_mle_sampled_accuracy", "BC with backspace augmentation beats MLE (T=1.5)",
-                  "acc_t1.5", "mle", "bc_bksp", 0.1),
-            claim("bksp_recovers_bc", "BC+bksp recovers from injected errors, MLE cannot", "recovery_first",
-                  "mle", "bc_bksp", 0.5),
-            claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors, MLE cannot", "recovery_first",
-                  "mle", "sm", 0.5),
-            claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (T=1.0)", "acc_t1.0", "bc_bksp", "sm",
-                  asserted=False),
-            claim("sm_beats_bc_bksp_hot", "SequenceMatch beats BC+bksp (T=1.5)", "acc_t1.5", "bc_bksp", "sm",
-                  asserted=False),
+            Claim("bksp_beats_mle_sampled_accuracy", "BC with backspace augmentation beats MLE (T=1.5)",
+                  "acc_t1.5", "mle", "bc_bksp", margin=0.1),
+            Claim("bksp_recovers_bc", "BC+bksp recovers from injected errors, MLE cannot",
+                  "recovery_first", "mle", "bc_bksp", margin=0.5),
+            Claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors, MLE cannot",
+                  "recovery_first", "mle", "sm", margin=0.5),
+            Claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (T=1.0)",
+                  "acc_t1.0", "bc_bksp", "sm", asserted=False),
+            Claim("sm_beats_bc_bksp_hot", "SequenceMatch beats BC+bksp (T=1.5)",
+                  "acc_t1.5", "bc_bksp", "sm", asserted=False),
         ]
     return [
-        claim("sm_beats_mle_accuracy", "SequenceMatch beats MLE on accuracy (greedy)", "acc_greedy", "mle", "sm"),
-        claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.0)", "acc_t1.0",
-              "mle", "sm", asserted=False),
-        claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (greedy)", "acc_greedy", "bc_bksp", "sm",
-              asserted=False),
-        claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors more than MLE", "recovery_first",
-              "mle", "sm", asserted=False),
+        Claim("sm_beats_mle_accuracy", "SequenceMatch beats MLE on accuracy (greedy)", "acc_greedy", "mle", "sm"),
+        Claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.0)",
+              "acc_t1.0", "mle", "sm", asserted=False),
+        Claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (greedy)",
+              "acc_greedy", "bc_bksp", "sm", asserted=False),
+        Claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors more than MLE",
+              "recovery_first", "mle", "sm", asserted=False),
     ]

@@ -15,6 +15,8 @@ transitions (backspace-augmented), P = transitions of the model's own rollouts, 
 where r* replaces r by v on inserted noise tokens (the environment's perturbation, not the expert's choice).
 Training mixes it with behaviour cloning: L = (1 - beta) L_BC + beta L_SM. With lam = 1 and alpha -> inf the
 loss reduces to the token NLL (a test checks this limit).
+
+Taught in notebooks/03_sequencematch.ipynb, § "The loss, as computed from logits".
 """
 
 from __future__ import annotations
@@ -46,13 +48,18 @@ def soft_values(logits: torch.Tensor, actions: torch.Tensor, transition: torch.T
     the `allowed` actions only, the same set generation samples from.
     """
     logits = logits.float().masked_fill(~allowed, float("-inf"))
+    # V(s_t) = logsumexp_{a allowed} l(a | s_t)
     v_all = torch.logsumexp(logits, dim=-1)  # [B, T]
     nxt = actions[:, 1:]
+    # Q(s_t, a_{t+1}) = l(a_{t+1} | s_t)
     q = logits[:, :-1].gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+    # gamma (1 - done) V(s_{t+1}): nothing follows <eos>
     done = (nxt == eos_id).float()
     v_next = gamma * (1 - done) * v_all[:, 1:]
     valid = transition[:, :-1]
+    # r_t = Q(s_t, a_{t+1}) - gamma (1 - done) V(s_{t+1})
     r = torch.where(valid, q - v_next, 0.0)
+    # v_t = V(s_t) - gamma (1 - done) V(s_{t+1})
     v = torch.where(valid, v_all[:, :-1] - v_next, 0.0)
     return r, v
 
@@ -65,15 +72,20 @@ def sm_terms(data_r: torch.Tensor, data_v: torch.Tensor, data_valid: torch.Tenso
     (our normalisation), so that with lam = 1 and alpha -> inf they telescope to exactly the BC loss.
     """
     n_expert = (data_valid & ~data_noise).sum().clamp(min=1)
+    # r*_t = v_t on an inserted mistake (the environment chose that action, not the expert), else r_t
     r_star = torch.where(data_noise, data_v, data_r)
+    # - E_D[r*]
     expert = -(r_star * data_valid).sum() / n_expert
+    # lam E_D[v] + (1 - lam) E_P[v]; with gamma = 1, sum_t v_t telescopes to V(s_0) - V(s_last) along a trajectory
     value = lam * (data_v * data_valid).sum() / n_expert + (1 - lam) * _mean(pol_v, pol_valid)
+    # (lam E_D[r^2] + (1 - lam) E_P[r^2]) / (4 alpha): the chi^2 regulariser, on data and on the model's samples
     chi2 = (lam * _mean(data_r**2, data_valid) + (1 - lam) * _mean(pol_r**2, pol_valid)) / (4 * alpha)
     return SMTerms(expert, value, chi2)
 
 
 def bc_loss(logits: torch.Tensor, batch: ActionBatch) -> torch.Tensor:
     """Token NLL of every non-noise action given its (edited) state: behaviour cloning on augmented data."""
+    # L_BC = - E_D[log pi(a_{t+1} | s_t)] over the expert's actions (not the inserted mistakes)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     nll = -logp.gather(-1, batch.actions[:, 1:].unsqueeze(-1)).squeeze(-1)
     targets = batch.transition[:, :-1] & ~batch.noise[:, 1:]
@@ -89,6 +101,32 @@ class SequenceMatchStep:
     """`step_fn` for `seqnb.train.train`: (1 - beta) BC + beta L_SM on a data batch and a rollout batch.
 
     `rollouts()` returns an `ActionBatch` of the model's own generations (refreshed by a training callback).
+
+    Example::
+
+        import random
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from seqnb.models import add_special_tokens
+        from seqnb.papers.sequencematch.backspace import (collate_actions, generate_with_backspace,
+                                                          insert_backspace_noise)
+        from seqnb.papers.sequencematch.method import SequenceMatchStep
+
+        model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+        (bksp,), eos = add_special_tokens(model, tokenizer, ["<bksp>"]), tokenizer.eos_token_id
+        allowed = torch.ones(len(tokenizer), dtype=torch.bool)  # the action set: every token, <bksp> included
+        prompts, answers = tokenizer(["2+3=", "4+4="]).input_ids, tokenizer(["5", "8"]).input_ids
+        rng, digits = random.Random(0), tokenizer("0123456789").input_ids  # before each token: a wrong digit, <bksp>
+        rows = [dict(zip(("actions", "noise"), insert_backspace_noise(p, y + [eos], p_noise=1.0, bksp_id=bksp, rng=rng,
+                     wrong_tokens=lambda edited, gold: digits)), prompt_len=len(p)) for p, y in zip(prompts, answers)]
+        data = collate_actions(rows, bksp_id=bksp, pad_id=eos)
+        traces = generate_with_backspace(model, prompts, bksp_id=bksp, eos_id=eos, pad_id=eos, allowed=allowed,
+                                         max_actions=6, temperature=1.0)  # the model's own rollouts
+        rollouts = collate_actions([vars(t) for t in traces], bksp_id=bksp, pad_id=eos)
+        step = SequenceMatchStep(lambda: rollouts, eos, allowed, beta=0.5, alpha=1.0, gamma=0.99, lam=0.5)
+        loss, logs = step(model, data, 0)
+        loss.backward()
     """
 
     rollouts: Callable[[], ActionBatch]
@@ -99,7 +137,7 @@ class SequenceMatchStep:
     gamma: float
     lam: float
 
-    def __call__(self, model, data: ActionBatch):
+    def __call__(self, model, data: ActionBatch, step: int):
         pol = self.rollouts().to(data.input_ids.device)
         allowed = self.allowed.to(data.input_ids.device)
         logits_d, logits_p = data.forward(model), pol.forward(model)
@@ -108,13 +146,14 @@ class SequenceMatchStep:
         terms = sm_terms(r_d, v_d, data.transition[:, :-1], data.noise[:, 1:], r_p, v_p, pol.transition[:, :-1],
                          alpha=self.alpha, lam=self.lam)
         bc = bc_loss(logits_d, data)
+        # L = (1 - beta) L_BC + beta L_SM
         loss = (1 - self.beta) * bc + self.beta * terms.total
         logs = {"loss": loss.detach(), "bc": bc.detach(), "sm_expert": terms.expert.detach(),
                 "sm_value": terms.value.detach(), "sm_chi2": terms.chi2.detach()}
         return loss, logs
 
 
-def bc_step(model, data: ActionBatch):
+def bc_step(model, data: ActionBatch, step: int):
     """Behaviour cloning on backspace-augmented data (the BC+bksp baseline)."""
     loss = bc_loss(data.forward(model), data)
     return loss, {"loss": loss.detach(), "bc": loss.detach()}

@@ -10,12 +10,19 @@ authors'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from seqnb.config import NotebookSpec, RunConfig, bounded
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RunConfig):
+    """Notebook 01's parameters, in groups: the task; the model; stage 0 (the toy's pre-training); the warmup
+    objective; notebook extras (the K sweep, controls, probes); the paper tasks' data. The training loop's own fields
+    (max_steps, lr, ...) come from `RunConfig`."""
+
+    # which arms and seeds run (left out of each training run's fingerprint: adding one reuses finished runs)
+    selection_fields: ClassVar[tuple[str, ...]] = ("n_sweep", "controls")
     # "running_sums": x = n_digits digits, y = their sum mod 10 (the PRS-n toy); the paper's tasks (paper
     # preset): "translation" (source -> target sentences, WMT19), "summarization" (document -> summary, XSum),
     # "multiple_choice" (passage, question and options A-D -> the answer letter, LogiQA 2.0)
@@ -51,7 +58,7 @@ class Config(RunConfig):
     n_sweep: tuple[int, ...] = bounded((), min=1)  # other K values trained for the "effect of N" section (same budget)
     controls: bool = True  # the pause and oracle-scratchpad controls (toy only)
     probe_steps: tuple[int, ...] = bounded((), min=0)  # stage-1 steps at which the warmups of a few fixed inputs are recorded
-    # paper tasks: a hub id or local folder and its config; "" = the task's default (warmup_experiment.TEXT_TASKS);
+    # paper tasks: a hub id or local folder and its config; "" = the task's default (experiment.TEXT_TASKS);
     # an empty dataset_config with a dataset_id of your own means no config
     dataset_id: str = ""
     dataset_config: str = ""

@@ -20,7 +20,7 @@ import copy
 import json
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,11 +31,12 @@ from seqnb.collate import PadCollator
 from seqnb.metrics import bleu, chrf, exact_match, rouge
 from seqnb.models import add_special_tokens, build_decoder, build_encoder_decoder, load_pretrained
 from seqnb.papers.warmup_generations.config import Config
-from seqnb.record import Claim, measured_once
+from seqnb.experiment import ArmRun, training_cost
+from seqnb.record import Claim
 from seqnb.runtime import model_device, seeded_generator
 from seqnb.tasks import load_hub_dataset
 from seqnb.tokenizers import char_tokenizer
-from seqnb.train import History, TrainResult, run_eval, sft_step, train
+from seqnb.train import History, TrainArgs, TrainResult, run_eval, sft_step, train
 from seqnb.papers.warmup_generations import method as wg
 
 W, CW = "<w>", "</w>"
@@ -219,8 +220,9 @@ def pretrain(model, data: DatasetDict, setup: Setup, cfg: Config) -> TrainResult
         docs = [p + [fmt.open_id] + s + [fmt.eos_id] for p, s in zip(prompts, sums)]
         rows = Dataset.from_dict({"input_ids": docs, "labels": docs})
         collate = PadCollator(fmt.pad_id)
-    pre_cfg = replace(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, eval_every=max(cfg.pretrain_steps, 1))
-    return train(model, rows, pre_cfg, collate_fn=collate, step_fn=sft_step, name="pretrain")
+    args = TrainArgs.from_config(cfg, max_steps=cfg.pretrain_steps, lr=cfg.pretrain_lr,
+                                 eval_every=max(cfg.pretrain_steps, 1))
+    return train(model, rows, args, collate_fn=collate, step_fn=sft_step, name="pretrain")
 
 
 def running_sum_ids(prompt_ids: list[int], setup: Setup) -> list[int]:
@@ -345,18 +347,17 @@ class Probe:
 
 
 @dataclass
-class ArmRun:
-    model: torch.nn.Module
-    history: History
-    seconds: float | None  # as measured when the arm trained (None: resumed midway, never measured whole)
-    train_tokens: int | None
-    k: int | None = None  # the number of warmups (Warmup arms)
+class WarmupArmRun(ArmRun):
+    """An arm of this notebook (its `cost`: train_s and train_tokens) with its number of warmups K, its probe and the
+    curve metrics of the stage-0 model in this arm's format (`start`)."""
+
+    k: int | None = None
     probe: Probe | None = None
-    start: dict = field(default_factory=dict)  # the curve metrics of the stage-0 model in this arm's format
+    start: dict = field(default_factory=dict)
 
 
 def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: Config, *, k: int | None = None,
-              probe_examples: int = 4) -> ArmRun:
+              probe_examples: int = 4) -> WarmupArmRun:
     """One stage-1 arm from a copy of `base`: same data order, updates and learning rate as every other arm;
     learning curves on the first `n_curve` test examples every `eval_every` steps."""
     model = copy.deepcopy(base)
@@ -376,13 +377,12 @@ def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: Config, *, k
         callbacks.append(probe.callback)
     start = run_eval(curve_eval, model)
     t0 = time.time()
-    run = train(model, pair_rows(data["train"], setup), cfg, collate_fn=wg.collate_pairs, step_fn=step,
-                evaluate=curve_eval, name=arm, callbacks=callbacks)
-    cost = measured_once(cfg.run_dir / "costs" / f"{arm}.json",
-                         {"train_s": time.time() - t0, "train_tokens": step.cost.tokens}
-                         if run.resumed_from == 0 else None)
-    return ArmRun(run.model, run.history, cost.get("train_s"), cost.get("train_tokens"), getattr(step, "k", None),
-                  probe, start)
+    run = train(model, pair_rows(data["train"], setup), TrainArgs.from_config(cfg), collate_fn=wg.collate_pairs,
+                step_fn=step, evaluate=curve_eval, name=arm, callbacks=callbacks)
+    cost = training_cost(cfg.run_dir, arm, run.resumed_from,
+                         {"train_s": time.time() - t0, "train_tokens": step.cost.tokens})
+    return WarmupArmRun(arm, cfg.seed, run.model, run.history, cost=cost, resumed_from=run.resumed_from,
+                        k=getattr(step, "k", None), probe=probe, start=start)
 
 
 def arm_plan(cfg: Config) -> dict[str, int | None]:
@@ -400,7 +400,7 @@ def arm_plan(cfg: Config) -> dict[str, int | None]:
 
 @torch.no_grad()
 def stage0_check(model, data: DatasetDict, setup: Setup, cfg: Config, k: int = 4) -> dict[str, float]:
-    """Before stage 1 (spec 9.7): the stage-0 model's EM in the SFT format (should be near chance) and the share
+    """Before stage 1: the stage-0 model's EM in the SFT format (should be near chance) and the share
     of its T = 1 samples after `<w>` that are exactly the running sums (should be >= 90%)."""
     sub = data["test"].select(range(min(cfg.n_curve, len(data["test"]))))
     prompts = setup.prompt_ids(sub["prompt"])
@@ -422,7 +422,7 @@ class Experiment:
     data: DatasetDict
     base: torch.nn.Module
     stage0: dict[str, float]
-    runs: dict[str, ArmRun]
+    runs: dict[str, WarmupArmRun]
     finals: dict[str, dict[str, float]]
     outputs: dict[str, wg.Decoded]
     swapped: wg.Decoded
@@ -463,8 +463,7 @@ def run_experiment(cfg: Config, prepared: Prepared | None = None) -> Experiment:
     for arm, k in plan.items():
         run = runs[arm] = train_arm(arm, base, data, setup, cfg, k=k)
         metrics, outputs[arm], swap = evaluate(run.model, arm, data["test"], setup, cfg, swap=arm == "warmup")
-        cost = {"train_s": run.seconds, "train_tokens": run.train_tokens} if run.seconds is not None else {}
-        finals[arm] = {**metrics, **cost}  # a reloaded arm reports the cost measured when it trained
+        finals[arm] = {**metrics, **run.cost}  # a reloaded arm reports the cost measured when it trained
         if swap is not None:
             swapped = swap
             finals["warmup_swap"] = task_metrics(swap.answers, list(data["test"]["target"]), setup, cfg)
@@ -503,40 +502,39 @@ def claims(cfg: Config) -> list[Claim]:
     tasks: uncalibrated, recorded with asserted=False, the paper's best reported score as `paper["method"]` where
     it reports one."""
 
-    def claim(id, text, metric, baseline, method, margin=0.0, asserted=True, paper=None):
-        return Claim(id=id, text=text, metric=metric, better="higher", baseline=baseline, method=method,
-                     margin=margin, asserted=asserted, paper=paper or {"baseline": None, "method": None})
-
     if cfg.task == "running_sums":
         out = [
-            claim("toy_warmup_beats_sft", "Warmup training beats SFT on exact match (paper: Warmup > SFT on every "
-                  "task)", "em", "sft", "warmup", 0.5),
-            claim("toy_warmup_content_used", "The answer reads the model's own warmup: another input's warmup "
-                  "lowers exact match", "em", "warmup_swap", "warmup", 0.5),
+            Claim("toy_warmup_beats_sft", "Warmup training beats SFT on exact match (paper: Warmup > SFT on every "
+                  "task)",
+                  "em", "sft", "warmup", margin=0.5),
+            Claim("toy_warmup_content_used", "The answer reads the model's own warmup: another input's warmup "
+                  "lowers exact match",
+                  "em", "warmup_swap", "warmup", margin=0.5),
         ]
         if cfg.controls:
             out += [
-                claim("toy_warmup_beats_pause", "The gain is not explained by extra positions alone (pause tokens)",
-                      "em", "pause", "warmup", 0.5),
-                claim("toy_oracle_beats_sft", "A supervised scratchpad (running sums as the warmup) beats SFT",
-                      "em", "sft", "oracle", 0.5),
+                Claim("toy_warmup_beats_pause", "The gain is not explained by extra positions alone (pause tokens)",
+                      "em", "pause", "warmup", margin=0.5),
+                Claim("toy_oracle_beats_sft", "A supervised scratchpad (running sums as the warmup) beats SFT",
+                      "em", "sft", "oracle", margin=0.5),
             ]
         if 1 in cfg.n_sweep and cfg.n_warmups > 1:
-            out.append(claim("toy_selection_helps", f"K = {cfg.n_warmups} with reward weights beats K = 1 (no "
-                             "selection)", "em", "warmup_k1", "warmup", 0.10, asserted=False))
+            out.append(Claim("toy_selection_helps", f"K = {cfg.n_warmups} with reward weights beats K = 1 (no "
+                             "selection)",
+                             "em", "warmup_k1", "warmup", margin=0.10, asserted=False))
         return out
     if cfg.task == "translation":
         return [
-            claim("mt_bleu_gain", "Warmup beats SFT on BLEU (paper: mT5-base, +1.57 BLEU averaged over 8 directions; "
-                  "best reported de->en 34.71 on FLORES)", "bleu", "sft", "warmup", asserted=False,
-                  paper={"baseline": None, "method": 34.71}),
-            claim("mt_chrf_gain", "Warmup beats SFT on chrF++ (paper: +1.60 chrF++ averaged over 8 directions)",
+            Claim("mt_bleu_gain", "Warmup beats SFT on BLEU (paper: mT5-base, +1.57 BLEU averaged over 8 directions; "
+                  "best reported de->en 34.71 on FLORES)",
+                  "bleu", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 34.71}),
+            Claim("mt_chrf_gain", "Warmup beats SFT on chrF++ (paper: +1.60 chrF++ averaged over 8 directions)",
                   "chrf++", "sft", "warmup", asserted=False),
         ]
     if cfg.task == "summarization":
-        return [claim("xsum_rouge1_gain", "Warmup beats SFT on XSum ROUGE-1 (paper: best reported ROUGE-1 40.67, "
-                      "model not recovered)", "rouge1", "sft", "warmup", asserted=False,
-                      paper={"baseline": None, "method": 40.67})]
-    return [claim("logiqa2_f1_gain", "Warmup beats SFT on LogiQA 2.0 test macro-F1, decoder-only (paper: best "
-                  "reported macro-F1 55.5)", "macro_f1", "sft", "warmup", asserted=False,
-                  paper={"baseline": None, "method": 55.5})]
+        return [Claim("xsum_rouge1_gain", "Warmup beats SFT on XSum ROUGE-1 (paper: best reported ROUGE-1 40.67, "
+                      "model not recovered)",
+                      "rouge1", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 40.67})]
+    return [Claim("logiqa2_f1_gain", "Warmup beats SFT on LogiQA 2.0 test macro-F1, decoder-only (paper: best "
+                  "reported macro-F1 55.5)",
+                  "macro_f1", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 55.5})]

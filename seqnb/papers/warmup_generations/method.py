@@ -11,7 +11,7 @@ matches every verified statement. For one example with K warmups c_k ~ P(c|x) sa
     L   = - sum_k sg(w_k) [lam a_k + b_k] / norm
 
 Variants (all ours): `hard` (w = one-hot of the best warmup, V1), `baseline` (sg(w_k - 1/K) on the warmup
-term, V2). Sequence formats (the separators are ours, [U]):
+term, V2). Sequence formats (the separators are ours; the paper does not give them):
 
     decoder-only     prompt(x) <w> c_1..c_M </w> y_1..y_T <eos>         loss on c, </w>, y, <eos>; none on the prompt
     encoder-decoder  encoder: x;  decoder: [start] c_1..c_M </w> y_1..y_T <eos>   (the start token plays <w>)
@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from seqnb.collate import pad_sequences
+from seqnb.decoding import DecodeStep, decode_tokens, forced_prefixes, sampler
 from seqnb.runtime import check_generator, model_device, seeded_generator
 
 # the role of each token in an assembled sequence: what the loss does with it
@@ -113,17 +114,15 @@ def score(model, fmt: WarmupFormat, rows: list[Joint]) -> tuple[torch.Tensor, to
     device = model_device(model)
     roles = pad_sequences([r.roles for r in rows], PROMPT, device)
     if fmt.seq2seq:
-        enc = pad_sequences([r.encoder_ids for r in rows], fmt.pad_id, device)
-        enc_mask = pad_sequences([[1] * len(r.encoder_ids) for r in rows], 0, device)
-        dec_in = pad_sequences([[fmt.decoder_start_id, *r.tokens[:-1]] for r in rows], fmt.pad_id, device)
-        dec_mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
+        enc, enc_mask = pad_sequences([r.encoder_ids for r in rows], fmt.pad_id, device, mask=True)
+        dec_in, dec_mask = pad_sequences([[fmt.decoder_start_id, *r.tokens[:-1]] for r in rows], fmt.pad_id, device,
+                                         mask=True)
         logits = model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=dec_in,
                        decoder_attention_mask=dec_mask).logits.float()
         tokens = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
         n_tokens = sum(len(r.encoder_ids) + len(r.tokens) for r in rows)
     else:
-        ids = pad_sequences([r.tokens for r in rows], fmt.pad_id, device)
-        mask = pad_sequences([[1] * len(r.tokens) for r in rows], 0, device)
+        ids, mask = pad_sequences([r.tokens for r in rows], fmt.pad_id, device, mask=True)
         # logits only from the shortest prompt on (a long prompt has no loss; the LM head over it would cost
         # width x vocabulary floats per position for nothing)
         first = min(next(i for i, role in enumerate(r.roles) if role != PROMPT) for r in rows)
@@ -158,14 +157,18 @@ def warmup_objective(a: torch.Tensor, b: torch.Tensor, k: int, *, beta: float = 
         raise ValueError(f"parameter 'beta': the weight temperature must be > 0, got {beta}")
     if weights not in ("soft", "hard", "baseline"):
         raise ValueError(f"parameter 'weights': unknown {weights!r}, use 'soft', 'hard' or 'baseline'")
+    # a_k = log P(c_k | x), b_k = log P(y | x, c_k): [B, K]
     A, B = a.view(-1, k), b.view(-1, k)
     bd = B.detach()
+    # w_k = softmax_k(sg(b_k) / beta): how much warmup k raises P(y | x), normalised over the K samples
     w = torch.softmax(bd / beta, dim=1)
-    if weights == "hard":
+    if weights == "hard":  # V1: all weight on the best warmup
         w = torch.nn.functional.one_hot(bd.argmax(1), k).to(bd.dtype)
-    w_a = w - 1.0 / k if weights == "baseline" else w
+    w_a = w - 1.0 / k if weights == "baseline" else w  # V2: sg(w_k - 1/K) on the warmup term
+    # L = - sum_k sg(w_k) [lam a_k + b_k] / norm
     per_example = -(lam * w_a * A + w * B).sum(1) / norm
     entropy = -(w * torch.log(w.clamp_min(1e-30))).sum(1) / math.log(k) if k > 1 else torch.zeros_like(bd[:, 0])
+    # the Monte Carlo estimate - log (1/K) sum_k P(y | x, c_k), c_k ~ P(c | x)
     return ObjectiveOut(loss=per_example.mean(), weights=w,
                         mc_nll=-(torch.logsumexp(bd, 1) - math.log(k)), weight_entropy=entropy)
 
@@ -178,20 +181,70 @@ class Decoded:
     n_tokens: int  # tokens processed (prompt tokens once, then one per active row per step)
 
 
-def _choose(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
 def _vocab_mask(allowed: tuple[int, ...] | None, size: int, device) -> torch.Tensor:
     mask = torch.zeros(size, dtype=torch.bool, device=device)
     mask[list(allowed) if allowed is not None else slice(None)] = True
     return mask
 
 
-@torch.no_grad()
+class _WarmupThenAnswer:
+    """Each row's phase in `decode` (0 warmup, 1 answer, 2 done): the phase's allowed tokens and chooser for
+    `seqnb.decoding.decode_tokens`, and its edit hook, which closes a warmup at `max_warmup_len`, ends an answer
+    at `max_answer_len`, puts in the given warmups, moves rows on and records what they wrote."""
+
+    def __init__(self, model, fmt: WarmupFormat, n: int, *, with_warmup: bool, max_warmup_len: int,
+                 max_answer_len: int, warmup_temperature: float, answer_temperature: float, generator,
+                 forced_warmups: Sequence[Sequence[int]] | None, stop_after_warmup: bool):
+        device = model_device(model)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self.warm_mask = _vocab_mask(fmt.warmup_set(), vocab, device)
+        if fmt.warmup_tokens is None and fmt.fixed_length:
+            self.warm_mask[fmt.close_id] = False
+        self.ans_mask = _vocab_mask(fmt.answer_set(), vocab, device)
+        self.choose_warmup = sampler(warmup_temperature, generator)
+        self.choose_answer = sampler(answer_temperature, generator)
+        self.forced = forced_warmups is not None
+        self.force = (forced_prefixes([[*c, fmt.close_id] for c in forced_warmups], device)
+                      if self.forced and with_warmup else None)
+        self.fmt, self.max_warmup_len, self.max_answer_len = fmt, max_warmup_len, max_answer_len
+        self.stop_after_warmup = stop_after_warmup
+        self.phase = torch.full((n,), 0 if with_warmup else 1, device=device)
+        self.count = torch.zeros(n, dtype=torch.long, device=device)  # tokens written in the current phase
+        self.warmups, self.answers = [[] for _ in range(n)], [[] for _ in range(n)]
+        self.closed = [False] * n
+        self.n_tokens = 0  # one per unfinished row and step
+
+    def allowed(self) -> torch.Tensor:
+        return torch.where((self.phase == 0)[:, None], self.warm_mask, self.ans_mask)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        # both choosers run on every row (warmup first), so the draws do not depend on the phases
+        return torch.where(self.phase == 0, self.choose_warmup(logits), self.choose_answer(logits))
+
+    def edit(self, step: DecodeStep) -> None:
+        fmt = self.fmt
+        in_warm, in_ans = self.phase == 0, self.phase == 1
+        step.tokens = torch.where(in_warm & (self.count >= self.max_warmup_len), fmt.close_id, step.tokens)
+        step.tokens = torch.where(in_ans & (self.count >= self.max_answer_len), fmt.eos_id, step.tokens)
+        if self.force is not None:
+            self.force(step)
+        nxt = step.tokens
+        self.n_tokens += int((self.phase < 2).sum())
+        for i, (t, p, c) in enumerate(zip(nxt.tolist(), self.phase.tolist(), self.count.tolist())):
+            if p == 0:
+                if t == fmt.close_id:
+                    self.closed[i] = not fmt.fixed_length and not self.forced and c < self.max_warmup_len
+                else:
+                    self.warmups[i].append(t)
+            elif p == 1 and t != fmt.eos_id:
+                self.answers[i].append(t)
+        to_answer = in_warm & (nxt == fmt.close_id)
+        done = (in_ans & (nxt == fmt.eos_id)) | (to_answer & self.stop_after_warmup)
+        self.phase = torch.where(done, 2, torch.where(to_answer, 1, self.phase))
+        self.count = torch.where(to_answer, 0, self.count + 1)
+        step.finished = step.finished | done
+
+
 def decode(model, fmt: WarmupFormat, prompts: Sequence[Sequence[int]], *, max_warmup_len: int,
            max_answer_len: int, with_warmup: bool = True, warmup_temperature: float = 0.0,
            answer_temperature: float = 0.0, generator: torch.Generator | None = None,
@@ -199,82 +252,26 @@ def decode(model, fmt: WarmupFormat, prompts: Sequence[Sequence[int]], *, max_wa
     """Warmup then answer, in one KV-cached loop (greedy at temperature 0, else ancestral sampling with no top-k/
     top-p). Warmups come from x only. A warmup that reaches `max_warmup_len` is closed with `</w>`; an answer
     that reaches `max_answer_len` is cut (EOS forced). `forced_warmups` replaces the model's warmups (e.g. another
-    input's warmup); `with_warmup=False` decodes the SFT format; `stop_after_warmup` returns after `</w>`."""
+    input's warmup); `with_warmup=False` decodes the SFT format; `stop_after_warmup` returns after `</w>`.
+    Decoder-only, the model reads prompt(x) <w>; encoder-decoder, the encoder reads x and the decoder starts
+    from the start token (which plays <w>)."""
     if max_warmup_len < 1 or max_answer_len < 1:
         raise ValueError("parameters 'max_warmup_len' and 'max_answer_len' must be >= 1")
     if forced_warmups is not None and len(forced_warmups) != len(prompts):
         raise ValueError("parameter 'forced_warmups': one warmup per prompt")
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    check_generator(generator, device)
-    n = len(prompts)
-    vocab = model.get_output_embeddings().weight.shape[0]
-    warm_mask = _vocab_mask(fmt.warmup_set(), vocab, device)
-    if fmt.warmup_tokens is None and fmt.fixed_length:
-        warm_mask[fmt.close_id] = False
-    ans_mask = _vocab_mask(fmt.answer_set(), vocab, device)
-    if fmt.seq2seq:
-        enc = pad_sequences([list(p) for p in prompts], fmt.pad_id, device)
-        enc_mask = pad_sequences([[1] * len(p) for p in prompts], 0, device)
-        enc_out = model.get_encoder()(input_ids=enc, attention_mask=enc_mask)
-        step_in = torch.full((n, 1), fmt.decoder_start_id, device=device)
-        out = model(encoder_outputs=enc_out, attention_mask=enc_mask, decoder_input_ids=step_in, use_cache=True)
-        n_tokens = int(enc_mask.sum()) + n
-    else:
-        heads = [[*p, fmt.open_id] for p in prompts]
-        width = max(map(len, heads))
-        ids = torch.tensor([[fmt.pad_id] * (width - len(h)) + h for h in heads], device=device)
-        mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
-        pos = (mask.cumsum(1) - 1).clamp_min(0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        n_tokens = int(mask.sum())
-    phase = torch.full((n,), 0 if with_warmup else 1, device=device)  # 0 warmup, 1 answer, 2 done
-    count = torch.zeros(n, dtype=torch.long, device=device)
-    warmups, answers = [[] for _ in range(n)], [[] for _ in range(n)]
-    closed = [False] * n
-    forced = [list(c) for c in forced_warmups] if forced_warmups is not None else None
-    while bool((phase < 2).any()):
-        logits = out.logits[:, -1].float()
-        in_warm, in_ans = phase == 0, phase == 1
-        allowed = torch.where(in_warm[:, None], warm_mask, ans_mask)
-        logits = logits.masked_fill(~allowed, float("-inf"))
-        nxt = torch.where(in_warm, _choose(logits, warmup_temperature, generator),
-                          _choose(logits, answer_temperature, generator))
-        nxt = torch.where(in_warm & (count >= max_warmup_len), fmt.close_id, nxt)
-        nxt = torch.where(in_ans & (count >= max_answer_len), fmt.eos_id, nxt)
-        nxt = torch.where(phase == 2, fmt.pad_id, nxt)
-        if forced is not None:
-            for i in torch.nonzero(in_warm).flatten().tolist():
-                c = int(count[i])
-                nxt[i] = forced[i][c] if c < len(forced[i]) else fmt.close_id
-        n_tokens += int((phase < 2).sum())
-        for i, (t, p) in enumerate(zip(nxt.tolist(), phase.tolist())):
-            if p == 0:
-                if t == fmt.close_id:
-                    closed[i] = not fmt.fixed_length and forced is None and int(count[i]) < max_warmup_len
-                else:
-                    warmups[i].append(t)
-            elif p == 1 and t != fmt.eos_id:
-                answers[i].append(t)
-        count += 1
-        to_answer = in_warm & (nxt == fmt.close_id)
-        done = (in_ans & (nxt == fmt.eos_id)) | (to_answer if stop_after_warmup else torch.zeros_like(to_answer))
-        phase = torch.where(done, 2, torch.where(to_answer, 1, phase))
-        count = torch.where(to_answer, 0, count)
-        if not bool((phase < 2).any()):
-            break
-        step = nxt[:, None]
-        if fmt.seq2seq:
-            out = model(encoder_outputs=enc_out, attention_mask=enc_mask, decoder_input_ids=step,
-                        past_key_values=out.past_key_values, use_cache=True)
-        else:
-            mask = torch.cat([mask, torch.ones_like(step)], 1)
-            pos = pos[:, -1:] + 1
-            out = model(input_ids=step, attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
-                        use_cache=True)
-    model.train(was_training)
-    return Decoded(warmups, answers, closed, n_tokens)
+    check_generator(generator, model_device(model))
+    phases = _WarmupThenAnswer(
+        model, fmt, len(prompts), with_warmup=with_warmup, max_warmup_len=max_warmup_len,
+        max_answer_len=max_answer_len, warmup_temperature=warmup_temperature, answer_temperature=answer_temperature,
+        generator=generator, forced_warmups=forced_warmups, stop_after_warmup=stop_after_warmup)
+    heads = [list(p) for p in prompts] if fmt.seq2seq else [[*p, fmt.open_id] for p in prompts]
+    # every row is done by then: a warmup and its </w>, an answer and its EOS
+    warmup_steps = max([max_warmup_len, *map(len, forced_warmups or [])]) + 1 if with_warmup else 0
+    decode_tokens(model, heads, max_new_tokens=warmup_steps + max_answer_len + 1, pad_id=fmt.pad_id,
+                  choose=phases.choose, allowed=phases.allowed, edit=phases.edit,
+                  decoder_start_id=fmt.decoder_start_id)
+    prompt_tokens = sum(map(len, heads)) + (len(heads) if fmt.seq2seq else 0)  # seq2seq: and the start tokens
+    return Decoded(phases.warmups, phases.answers, phases.closed, prompt_tokens + phases.n_tokens)
 
 
 @dataclass
@@ -296,22 +293,39 @@ def collate_pairs(rows: list[dict]) -> dict[str, torch.Tensor]:
     """Rows {prompt_ids, target_ids} (target without EOS) to right-padded tensors with their lengths."""
     out = {}
     for key in ("prompt_ids", "target_ids"):
-        seqs = [list(r[key]) for r in rows]
-        width = max(max(map(len, seqs)), 1)
-        out[key] = torch.tensor([s + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
-        out[key.replace("_ids", "_len")] = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        out[key] = pad_sequences([r[key] for r in rows], 0)
+        out[key.replace("_ids", "_len")] = torch.tensor([len(r[key]) for r in rows], dtype=torch.long)
     return out
 
 
 @dataclass
 class WarmupStep:
-    """The Warmup Generations training step for `seqnb.train.train` (step_fn(model, batch) -> (loss, logs)).
+    """The Warmup Generations training step for `seqnb.train.train` (step_fn(model, batch, step) -> (loss, logs)).
 
     1. sample K warmups per input from the current model (eval mode, no gradient, pure ancestral sampling at
        `temperature`, from x only; the generator is seeded with `seed` on the model's device at the first call);
     2. one teacher-forced pass over the B*K sequences (x, c_k, y) gives a_k and b_k;
     3. `warmup_objective`. `diagnose(prompts, warmups, targets) -> dict` adds task-specific logs.
-    The generator's state is not checkpointed: a resumed run continues correctly but not bit-identically.
+    `state_dict` holds the generator's state, so a resumed run samples the same warmups as an uninterrupted one.
+
+    Example::
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from seqnb.models import add_special_tokens
+        from seqnb.papers.warmup_generations.method import WarmupFormat, WarmupStep, collate_pairs
+
+        model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+        open_id, close_id = add_special_tokens(model, tokenizer, ["<w>", "</w>"])  # x <w> warmup </w> y <eos>
+        eos = tokenizer.eos_token_id
+        fmt = WarmupFormat(seq2seq=False, open_id=open_id, close_id=close_id, eos_id=eos, pad_id=eos)
+        step = WarmupStep(fmt, k=2, max_warmup_len=8)  # K = 2 warmups per input, sampled from the model
+        pairs = [("Translate to French: the cat", " le chat"), ("Translate to French: the dog", " le chien")]
+        batch = collate_pairs([{"prompt_ids": tokenizer(x).input_ids, "target_ids": tokenizer(y).input_ids}
+                               for x, y in pairs])
+        loss, logs = step(model, batch, 0)
+        loss.backward()
     """
 
     fmt: WarmupFormat
@@ -334,6 +348,15 @@ class WarmupStep:
         if self.loss_norm not in ("target", "joint"):
             raise ValueError(f"parameter 'loss_norm': unknown {self.loss_norm!r}, use 'target' or 'joint'")
 
+    def state_dict(self) -> dict:
+        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["generator"] is not None:
+            device, rng = state["generator"]
+            self.generator = seeded_generator(self.seed, device)
+            self.generator.set_state(rng)
+
     def sample(self, model, prompts: list[list[int]]) -> Decoded:
         if self.generator is None:
             self.generator = seeded_generator(self.seed, model_device(model))
@@ -341,7 +364,7 @@ class WarmupStep:
         return decode(model, self.fmt, repeated, max_warmup_len=self.max_warmup_len, max_answer_len=1,
                       warmup_temperature=self.temperature, generator=self.generator, stop_after_warmup=True)
 
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         prompts, targets = unbatch(batch)
         was_training = model.training
         sampled = self.sample(model, prompts)
@@ -388,7 +411,7 @@ class FixedWarmupStep:
     train_warmup: bool = False
     cost: StepCost = field(default_factory=StepCost)
 
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         return self.loss(model, *unbatch(batch))
 
     def loss(self, model, prompts: list[list[int]], targets: list[list[int]]) -> tuple[torch.Tensor, dict]:
@@ -417,9 +440,9 @@ class Selection:
 def select_by_joint_score(model, fmt: WarmupFormat, prompts: Sequence[Sequence[int]], *, k: int,
                           max_warmup_len: int, max_answer_len: int, temperature: float = 1.0,
                           generator: torch.Generator | None = None) -> Selection:
-    """Optional test-time selection (spec 3.3, [U]): sample k warmups per input, decode y greedily after each,
-    return the y whose candidate has the highest length-normalised joint score log P(c,y|x)/(|c|+|y|). The
-    reference is never used (it does not exist at test time)."""
+    """Optional test-time selection (our choice, not the paper's): sample k warmups per input, decode y greedily
+    after each, return the y whose candidate has the highest length-normalised joint score log P(c,y|x)/(|c|+|y|).
+    The reference is never used (it does not exist at test time)."""
     if k < 1:
         raise ValueError(f"parameter 'k': must be >= 1, got {k}")
     repeated = [list(p) for p in prompts for _ in range(k)]

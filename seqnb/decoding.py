@@ -1,0 +1,226 @@
+"""Decoding: batched text continuation with transformers' `generate`, and one KV-cached token loop for decoders
+that need a hand on every step.
+
+`generate` continues text prompts (greedy or sampled, decoder-only or seq2seq). `decode_tokens` is the loop the
+paper decoders are built on (warmup then answer, `<bksp>` editing, greedy answers under a restricted vocabulary):
+
+    read the prompts -> [ last logits -> disallowed tokens to -inf -> chooser -> edit hook -> EOS -> read the new
+    tokens ] until every row has finished or `max_new_tokens` are written
+
+A chooser maps logits [rows, V] to tokens [rows]: `greedy`, or `sampler(temperature, generator)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .collate import pad_sequences
+from .runtime import model_device
+
+Chooser = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    batch_size: int = 256,
+    seed: int | None = None,
+    skip_special_tokens: bool = True,
+) -> list[str]:
+    """Continue each prompt; returns only the new text. Decoder-only prompts are left-padded so every row's
+    continuation starts at the same position. `seed` makes sampling reproducible."""
+    if max_new_tokens < 1:
+        raise ValueError(f"parameter 'max_new_tokens': must be >= 1, got {max_new_tokens}")
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature if do_sample else None,
+        top_k=top_k if do_sample else None, top_p=top_p if do_sample else None, use_cache=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    was_training = model.training
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    seq2seq = model.config.is_encoder_decoder
+    device = model_device(model)
+    out: list[str] = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(
+                prompts[i : i + batch_size], return_tensors="pt", padding=True,
+                padding_side="right" if seq2seq else "left",
+            ).to(device)
+            ids = model.generate(**enc, generation_config=config)
+            new = ids if seq2seq else ids[:, enc["input_ids"].shape[1] :]
+            out += tokenizer.batch_decode(new, skip_special_tokens=skip_special_tokens)
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ choosers
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely token of each row."""
+    return logits.argmax(-1)
+
+
+def sampler(temperature: float, generator: torch.Generator | None = None) -> Chooser:
+    """Ancestral sampling (no top-k / top-p) at `temperature`, drawing from `generator`; greedy at 0."""
+    if temperature < 0:
+        raise ValueError(f"parameter 'temperature': must be >= 0, got {temperature}")
+    if temperature == 0:
+        return greedy
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    return sample
+
+
+def restrict(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """`logits` with every token outside `allowed` (bool [V], or one row per logits row) at -inf."""
+    if allowed is None:
+        return logits
+    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class DecodeStep:
+    """What an edit hook sees at one step; it may replace `tokens` and set more rows `finished`."""
+
+    index: int  # 0 for the first new token
+    tokens: torch.Tensor  # [N] this step's tokens (pad_id in rows finished before): what is written and read next
+    finished: torch.Tensor  # [N] bool, the rows finished before this step; a row set here ends after this token
+
+
+@dataclass
+class Decoding:
+    tokens: torch.Tensor  # [N, max_new_tokens] the new tokens, pad_id after each row's end
+    lengths: torch.Tensor  # [N] new tokens per row, the one that finished it (e.g. EOS) included
+    finished: torch.Tensor  # [N] bool: ended by EOS or the edit hook (False: cut at max_new_tokens)
+
+
+def forced_prefixes(prefixes: Sequence[Sequence[int]], device) -> Callable[[DecodeStep], None]:
+    """An edit hook that makes row i's first new tokens `prefixes[i]` (e.g. injected errors, a given warmup)."""
+    forced = pad_sequences(prefixes, -1, device)  # -1: the steps after a row's prefix
+
+    def edit(step: DecodeStep) -> None:
+        if step.index < forced.shape[1]:
+            column = forced[:, step.index]
+            step.tokens = torch.where((column >= 0) & ~step.finished, column, step.tokens)
+
+    return edit
+
+
+@torch.no_grad()
+def decode_tokens(
+    model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, pad_id: int, choose: Chooser = greedy,
+    allowed: torch.Tensor | Callable[[], torch.Tensor] | None = None, edit: Callable[[DecodeStep], None] | None = None,
+    eos_id: int | None = None, decoder_start_id: int | None = None,
+    view: Callable[[list[int], int], list[int]] | None = None,
+) -> Decoding:
+    """Continue token-id prompts, one token per row and step, in eval mode without gradient.
+
+    Decoder-only prompts are left-padded, so one new column per step serves every row (positions count from
+    each row's first real token); an encoder-decoder reads the prompts with its encoder once and its decoder
+    starts from `decoder_start_id` (the model config's by default). Each step the last logits go through
+    `allowed` (bool [V], or [N, V] with the cache; or a callable giving it at each step) and `choose`, then
+    `edit` may replace the tokens or finish rows; a row also finishes at `eos_id`. Finished rows are fed
+    `pad_id` until every row is done.
+
+    `view(sequence, prompt_len)`: what the model reads of a row (its prompt and new tokens so far); with a view
+    there is no KV cache: each step re-reads every unfinished row in full (right-padded), so the view may drop
+    tokens (a `<bksp>` deletes one), which a cache could not undo.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"parameter 'max_new_tokens': must be >= 1, got {max_new_tokens}")
+    seq2seq = model.config.is_encoder_decoder
+    if view is not None and seq2seq:
+        raise ValueError("parameter 'view': re-reading without a cache needs a decoder-only model")
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    n = len(prompts)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.full((n,), max_new_tokens, device=device)
+    written = torch.full((n, max_new_tokens), pad_id, device=device)
+    rows = list(range(n))  # the rows read at this step: all of them, except the finished ones when re-reading
+
+    # read the prompts: the first model call, before any value is read (meta-device runs get this far)
+    if view is not None:
+        logits = _last_logits(model, [view(list(p), len(p)) for p in prompts], pad_id)
+    elif seq2seq:
+        enc_ids, enc_mask = pad_sequences(prompts, pad_id, device, mask=True)
+        encoded = model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask)
+        start = torch.full((n, 1), model.config.decoder_start_token_id if decoder_start_id is None
+                           else decoder_start_id, device=device)
+        out = model(encoder_outputs=encoded, attention_mask=enc_mask, decoder_input_ids=start, use_cache=True)
+    else:
+        ids, mask = pad_sequences(prompts, pad_id, device, side="left", mask=True)
+        positions = (mask.cumsum(1) - 1).clamp_min(0)  # a pad's position is 0, and it is never attended
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+
+    for index in range(max_new_tokens):
+        if view is None:
+            logits = out.logits[:, -1].float()
+        # choose among the allowed tokens
+        chosen = choose(restrict(logits, allowed() if callable(allowed) else allowed))
+        if view is None:
+            tokens = torch.where(finished, pad_id, chosen)  # finished rows are fed pad
+        else:
+            tokens = torch.full((n,), pad_id, device=device)
+            tokens[rows] = chosen  # only the unfinished rows were read
+        # the edit hook may replace tokens and finish rows; then EOS finishes a row
+        step = DecodeStep(index, tokens, finished.clone())
+        if edit is not None:
+            edit(step)
+        ended = step.finished & ~finished
+        if eos_id is not None:
+            ended |= (step.tokens == eos_id) & ~finished
+        lengths = torch.where(ended, index + 1, lengths)
+        finished = finished | ended
+        written[:, index] = step.tokens
+        if index + 1 == max_new_tokens or bool(finished.all()):
+            break
+
+        # read the new tokens: through the KV cache (one new column, its mask and positions), or in full
+        if view is not None:
+            rows = [i for i, done in enumerate(finished.tolist()) if not done]
+            new = written[rows, : index + 1].tolist()
+            logits = _last_logits(model, [view([*prompts[i], *t], len(prompts[i])) for i, t in zip(rows, new)],
+                                  pad_id)
+        elif seq2seq:  # the decoder's cache gives the position
+            out = model(encoder_outputs=encoded, attention_mask=enc_mask, decoder_input_ids=step.tokens[:, None],
+                        past_key_values=out.past_key_values, use_cache=True)
+        else:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            out = model(input_ids=step.tokens[:, None], attention_mask=mask, position_ids=positions,
+                        past_key_values=out.past_key_values, use_cache=True)
+    model.train(was_training)
+    return Decoding(written, lengths, finished)
+
+
+def _last_logits(model, sequences: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Float logits [len(sequences), V] after each sequence's last token: one full, right-padded forward pass."""
+    device = model_device(model)
+    ids, mask = pad_sequences(sequences, pad_id, device, mask=True)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return logits[torch.arange(len(sequences), device=device), mask.sum(1) - 1].float()
