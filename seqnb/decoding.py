@@ -151,7 +151,7 @@ def decode_tokens(
     """
     if max_new_tokens < 1:
         raise ValueError(f"parameter 'max_new_tokens': must be >= 1, got {max_new_tokens}")
-    seq2seq = model.config.is_encoder_decoder
+    seq2seq = getattr(getattr(model, "config", None), "is_encoder_decoder", False)  # a config is optional
     if view is not None and seq2seq:
         raise ValueError("parameter 'view': re-reading without a cache needs a decoder-only model")
     was_training = model.training

@@ -166,16 +166,18 @@ def test_sampling_same_seed_same_draws_other_seed_other_draws(peaky, char_tok):
 
 
 def test_a_view_rereads_edited_sequences_without_a_cache(peaky, char_tok):
-    pad, plus = char_tok.pad_token_id, char_tok.convert_tokens_to_ids("+")
+    pad, eos, plus = char_tok.pad_token_id, char_tok.eos_token_id, char_tok.convert_tokens_to_ids("+")
     prompts = ids(char_tok, ["1+1=", "123+456="])
+    allowed = torch.ones(len(char_tok), dtype=torch.bool)
+    allowed[eos] = False
 
-    def drop_plus(sequence, prompt_len):  # the model never reads a new "+"
-        return sequence[:prompt_len] + [t for t in sequence[prompt_len:] if t != plus]
+    def skip_first(sequence, prompt_len):  # the model never reads the first new token
+        return sequence[:prompt_len] + sequence[prompt_len + 1:]
 
-    force = forced_prefixes([[plus], [plus, plus]], "cpu")
-    out = decode_tokens(peaky, prompts, max_new_tokens=5, pad_id=pad, edit=force, view=drop_plus)
-    assert out.tokens[0].tolist() == [plus] + full_recompute(peaky, prompts[0], 4)
-    assert out.tokens[1].tolist() == [plus, plus] + full_recompute(peaky, prompts[1], 3)
+    out = decode_tokens(peaky, prompts, max_new_tokens=5, pad_id=pad, eos_id=eos, allowed=allowed,
+                        edit=forced_prefixes([[plus], [plus, eos]], "cpu"), view=skip_first)
+    assert out.tokens[0].tolist() == [plus] + full_recompute(peaky, prompts[0], 4, allowed)
+    assert out.tokens[1].tolist() == [plus, eos, pad, pad, pad] and out.lengths.tolist() == [5, 2]
 
 
 # ---------------------------------------------------------------------------------------------- padding

@@ -5,7 +5,10 @@ import torch
 from datasets import Dataset
 
 from seqnb.collate import IGNORE_INDEX, PadCollator
-from seqnb.metrics import accuracy_by, bleu, chrf, exact_match, mean_token_nll, perplexity, rouge
+from seqnb.metrics import (
+    accuracy_by, bleu, chrf, edit_distance, exact_match, mean_token_nll, normalized_edit_distance, perplexity,
+    prefix_edit_distances, rouge,
+)
 from seqnb.models import build_decoder
 
 
@@ -40,3 +43,18 @@ def test_text_metrics():
     scores = rouge(["the cat sat on a mat", "a dog barked"], refs)
     assert scores["rouge1"] == pytest.approx(100 * (5 / 6 + 2 * (3 / 3 * 3 / 6) / (1 + 0.5)) / 2, rel=1e-3)
     assert 0 < scores["rouge2"] < scores["rouge1"]
+
+
+def test_edit_distance_by_hand():
+    assert edit_distance("kitten", "sitting") == 3  # k->s, e->i, + g
+    assert edit_distance("", "abc") == 3 and edit_distance("abc", "") == 3 and edit_distance("abc", "abc") == 0
+    assert edit_distance([1, 2, 3], [3, 2, 1]) == 2
+    assert normalized_edit_distance("kitten", "sitting") == pytest.approx(3 / 7)
+    assert normalized_edit_distance("", "") == 0
+
+
+def test_prefix_edit_distances_give_the_alignment_rac_uses():
+    # the model wrote 2 twice: its prefix [1, 2, 2, 3] is closest to the reference prefix [1, 2, 3] (one deletion)
+    assert prefix_edit_distances([1, 2, 2, 3], [1, 2, 3, 4, 5]) == [4, 3, 2, 1, 2, 3]
+    assert prefix_edit_distances("", "ab") == [0, 1, 2]
+    assert prefix_edit_distances("ab", "") == [2]

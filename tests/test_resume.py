@@ -120,7 +120,7 @@ def test_sequencematch_arm_resumes_its_rollout_buffer(tmp_path):
 
     def run(name, callbacks=()):
         cfg = resolve_config("03_sequencematch", output_dir=str(tmp_path / name), n_train=64, n_eval=4, n_layer=1,
-                             d_model=16, n_head=2, max_actions=12, n_rollouts=8, roll_every=2, pretrain_steps=0,
+                             d_model=16, n_head=2, max_actions=12, n_rollouts=16, roll_every=2, pretrain_steps=0,
                              max_steps=6, batch_size=8, ckpt_every=CKPT, **QUIET)
         data = ex.build_data(cfg)
         torch.manual_seed(0)  # the rollouts sample from the global RNG: the same start for every run
@@ -135,13 +135,14 @@ def test_sequencematch_arm_resumes_its_rollout_buffer(tmp_path):
 
 def test_self_generated_arm_resumes_its_offline_pool(tmp_path):
     """04: `bash` mixes in tokens of an offline pool generated at its first mixed step (2, before the checkpoint at
-    4) and again at 6: steps 4 and 5 of the resumed run read the pool from the checkpoint."""
+    4) and again at 6: steps 4 and 5 of the resumed run read the pool from the checkpoint (a pool regenerated on
+    resume would hold other answers, as lr is high enough to change them, and move the rounds to 4 and 8)."""
     from seqnb.papers.self_generated_tokens import experiment as ex
 
     def run(name, callbacks=()):
         cfg = resolve_config("04_self_generated_tokens", output_dir=str(tmp_path / name), length=6, n_train=32,
                              n_eval=8, n_layer=1, d_model=16, n_head=2, eps_start_epochs=0.25, gen_every_epochs=1.0,
-                             eval_batch_size=64, max_steps=8, batch_size=8, ckpt_every=4, **QUIET)
+                             eval_batch_size=64, lr=1e-2, max_steps=10, batch_size=8, ckpt_every=4, **QUIET)
         model, _ = ex.build_model(cfg, cfg.seed)
         return ex.run_arm("bash", cfg, ex.build_task(cfg), model, callbacks=callbacks)
 
