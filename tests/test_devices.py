@@ -263,14 +263,14 @@ def test_self_generated_arms_step_on_meta(selfgen, arm, alignment):
 
     cfg, task, model = selfgen
     step = ex.make_step(arm, replace(cfg, rac_alignment=alignment), task)
-    step.step = cfg.max_steps  # late in training: eps > 0, so the arm mixes in its own tokens
     n, T = len(task.train_rows), task.answer_len
     step.regenerate = lambda m: (torch.randint(0, 10, (n, T), device=META), torch.full((n,), T, device=META))
     batch = sg.collate(task.train_rows[:8], task.pad)
     meta = copy.deepcopy(model).to(META).train()
 
     def run():
-        step(meta, meta_batch(batch))[0].backward()
+        # late in training: eps > 0, so the arm mixes in its own tokens
+        step(meta, meta_batch(batch), cfg.max_steps)[0].backward()
 
     # the edit alignment runs its Levenshtein DP in Python, over values
     assert on_meta(run) == ("value read" if alignment == "edit" else "finished")
