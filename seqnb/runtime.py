@@ -24,6 +24,21 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator |
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def generator_state(generator: torch.Generator | None) -> tuple[str, torch.Tensor] | None:
+    """What a checkpoint keeps of a generator: its device and state (None for none)."""
+    return None if generator is None else (str(generator.device), generator.get_state())
+
+
+def restore_generator(state: tuple[str, torch.Tensor] | None) -> torch.Generator | None:
+    """The generator `generator_state` described, on its device, continuing where it stopped."""
+    if state is None:
+        return None
+    device, rng = state
+    generator = seeded_generator(0, device)
+    generator.set_state(rng)
+    return generator
+
+
 def check_generator(generator: torch.Generator | None, device: torch.device | str, param: str = "generator") -> None:
     """Raise a clear error when `generator` lives on another device than the tensors it samples."""
     device = torch.device(device)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqnb.collate import to_device
-from seqnb.runtime import model_device, seeded_generator
+from seqnb.runtime import generator_state, model_device, restore_generator, seeded_generator
 
 INTERFACES = ("none", "uniform", "oracle", "hard", "st", "soft")
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
@@ -286,13 +286,10 @@ class PlannerLMStep:
         return loss, {"loss": loss.detach()}
 
     def state_dict(self) -> dict:
-        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state())}
+        return {"generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["generator"] is not None:
-            device, rng = state["generator"]
-            self.generator = seeded_generator(self.seed, device)
-            self.generator.set_state(rng)
+        self.generator = restore_generator(state["generator"])
 
 
 def planner_step(planner: SentencePlanner, batch: dict, step: int) -> tuple[torch.Tensor, dict]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from seqnb.collate import IGNORE_INDEX, pad_sequences
 from seqnb.decoding import greedy, restrict
 from seqnb.metrics import prefix_edit_distances
-from seqnb.runtime import seeded_generator
+from seqnb.runtime import generator_state, restore_generator, seeded_generator
 
 ARMS = ("tf", "ss", "bash", "rac")
 SCHEDULES = ("linear", "exp", "invsigmoid", "const")
@@ -288,14 +288,11 @@ class SelfGenStep:
         return epsilon(step, start=self.eps_start, total=self.total_steps, name=self.schedule, p_max=self.p_max)
 
     def state_dict(self) -> dict:
-        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state()),
+        return {"generator": generator_state(self.generator),
                 "pool": self.pool, "pool_step": self.pool_step, "cost": dataclasses.asdict(self.cost)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["generator"] is not None:
-            device, rng = state["generator"]
-            self.generator = seeded_generator(0, device)
-            self.generator.set_state(rng)
+        self.generator = restore_generator(state["generator"])
         self.pool, self.pool_step, self.cost = state["pool"], state["pool_step"], Cost(**state["cost"])
 
     def _pool(self, model, step: int):

@@ -31,7 +31,7 @@ import torch
 
 from seqnb.collate import pad_sequences
 from seqnb.decoding import DecodeStep, decode_tokens, forced_prefixes, sampler
-from seqnb.runtime import check_generator, model_device, seeded_generator
+from seqnb.runtime import check_generator, generator_state, model_device, restore_generator, seeded_generator
 
 # the role of each token in an assembled sequence: what the loss does with it
 PROMPT, WARMUP, CLOSE, ANSWER, EOS = 0, 1, 2, 3, 4
@@ -349,13 +349,10 @@ class WarmupStep:
             raise ValueError(f"parameter 'loss_norm': unknown {self.loss_norm!r}, use 'target' or 'joint'")
 
     def state_dict(self) -> dict:
-        return {"generator": None if self.generator is None else (str(self.generator.device), self.generator.get_state())}
+        return {"generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["generator"] is not None:
-            device, rng = state["generator"]
-            self.generator = seeded_generator(self.seed, device)
-            self.generator.set_state(rng)
+        self.generator = restore_generator(state["generator"])
 
     def sample(self, model, prompts: list[list[int]]) -> Decoded:
         if self.generator is None:
