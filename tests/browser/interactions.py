@@ -6,6 +6,7 @@ it should). Notebooks without an entry in `INTERACTIONS` get `poke_widgets`, a g
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from functools import lru_cache
@@ -26,14 +27,18 @@ def _trained_quickstart(run_dir: str):
     from safetensors.torch import load_model
 
     from seqnb.papers.quickstart import experiment as qs
-    from seqnb.papers import resolve_config
+    from seqnb.papers import paper_module, resolve_config
 
     steps = sorted((Path(run_dir) / "checkpoints" / "train").glob("step_*"))
     if not steps:
         raise FileNotFoundError(f"no training checkpoint under {run_dir}/checkpoints/train")
-    settings = json.loads(json.loads((steps[-1] / "trainer_state.json").read_text())["fingerprint"])
-    settings.pop("notebook")
-    cfg = resolve_config("00_quickstart", settings.pop("preset"), output_dir=run_dir, **settings)
+    # the checkpoint's fingerprint: the loop's arguments, and in `settings` the config's other fields
+    fingerprint = json.loads(json.loads((steps[-1] / "trainer_state.json").read_text())["fingerprint"])
+    values = {**fingerprint.pop("settings"), **fingerprint}
+    fields = {f.name for f in dataclasses.fields(paper_module("00_quickstart", "config").Config)} - {"notebook"}
+    cfg = resolve_config("00_quickstart", "tiny", **{k: tuple(v) if isinstance(v, list) else v
+                                                     for k, v in values.items() if k in fields},
+                         output_dir=run_dir)
     model, tokenizer = qs.build_model(cfg)
     load_model(model, str(steps[-1] / "model.safetensors"))
     return model.eval(), tokenizer, cfg
