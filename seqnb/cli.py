@@ -1,7 +1,9 @@
-"""`seqnb list` and `seqnb run <notebook|all> [--preset tiny|paper] [--seed N] [-p NAME VALUE ...]`.
+"""`seqnb list`, `seqnb run <notebook|all> [--preset tiny|paper] [--seed N] [-p NAME VALUE ...]` and
+`seqnb calibrate RUN_DIR ...` (claim margins from runs at calibration seeds).
 
 `run` executes notebooks with papermill into `runs/<notebook>/<preset>-seed<seed>/` (the executed notebook,
-metrics.json and figures) and prints each run's results and claims.
+metrics.json and figures) and prints each run's results and claims. A run fails (exit 1) when a cell raises,
+an asserted claim that does not hold included (`seqnb.record.check_claims`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def parse_value(text: str):
     return list(value) if isinstance(value, tuple) else value
 
 
+def run_folder(name: str, preset: str, seed: int, output_root: Path | None = None) -> Path:
+    """`<output_root or runs>/<notebook>/<preset>-seed<seed>/`."""
+    return (output_root / name / f"{preset}-seed{seed}") if output_root else default_output_dir(name, preset, seed)
+
+
 def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root: Path | None = None) -> Path:
     """Execute one notebook with papermill; returns its run folder."""
     import papermill
@@ -52,7 +59,7 @@ def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root
     # every value checked before a kernel starts (the notebook's first cell would refuse it the same way)
     fields = {k: v for k, v in params.items() if k != "config"}
     resolve_config(name, preset, seed=seed, overrides=params.get("config"), **fields)
-    out = (output_root / name / f"{preset}-seed{seed}") if output_root else default_output_dir(name, preset, seed)
+    out = run_folder(name, preset, seed, output_root)
     out.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         str(paths[name]), str(out / f"{name}.ipynb"), kernel_name="python3", cwd=str(paths[name].parent),
@@ -85,7 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="training and generation speed, seqnb vs Trainer, methods vs SFT")
     bench.add_argument("--quick", action="store_true", help="seconds-long smoke run (checks code, not speed)")
     bench.add_argument("--out", type=Path, default=project_root() / "benchmarks")
+    calib = sub.add_parser("calibrate", help="claim margins from runs at calibration seeds (not seed 0)")
+    calib.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.json) of one notebook")
     args = parser.parse_args(argv)
+
+    if args.command == "calibrate":
+        from .record import calibrate, load_metrics
+
+        try:
+            table = calibrate([load_metrics(run) for run in args.runs])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"calibration seeds {table.attrs['seeds']}: asserted when every run gains; margin = half the smallest "
+              "gain, one significant digit")
+        print(table.drop(columns="claim").to_string(float_format=lambda v: f"{v:.4g}"))
+        return 0
 
     if args.command == "bench":
         from .bench import main as run_bench
@@ -115,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
-            print(f"{name} failed after {time.time() - start:.0f} s: {e}", file=sys.stderr)
             failed.append(name)
+            if getattr(e, "ename", None) == "ClaimFailed":  # the run finished: show what it measured
+                print_summary(run_folder(name, args.preset, args.seed, args.output_root))
+                print(f"{name}: {e.evalue}", file=sys.stderr)
+            else:
+                print(f"{name} failed after {time.time() - start:.0f} s: {e}", file=sys.stderr)
             continue
         print_summary(out)
     return 1 if failed else 0

@@ -4,9 +4,10 @@ Shape (extra keys allowed)::
 
     {"notebook", "preset", "seed", "device", "runtime_s", "results": {variant: {metric: number}},
      "claims": [{"id", "text", "metric", "better", "baseline", "method", "paper": {"baseline", "method"},
-                 "margin", "asserted", "holds"}], ...}
+                 "margin", "asserted", "calibrated_on", "holds"}], ...}
 
-Whether a claim holds is derived from `results` (`Claim.holds`), never typed in; an asserted claim that fails its margin fails the run.
+Whether a claim holds is derived from `results` (`Claim.holds`), never typed in; an asserted claim that fails its margin
+fails the run (`check_claims`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import math
 import platform
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,10 @@ METRICS_FILE = "metrics.json"
 class Claim:
     """A paper's finding: `method` beats `baseline` on `metric` by at least `margin` in the `better` direction.
 
-    `asserted=False` marks a claim the run computes and shows but cannot resolve at this size (below seed noise).
+    A claim is shown and never fails a run unless `asserted`; an asserted claim needs the seeds its margin was
+    calibrated on (`calibrated_on`, seeds other than the default seed 0, so that the default run is an
+    out-of-sample check; `seqnb calibrate` derives margins from such runs). A preset without calibration asserts
+    nothing.
     """
 
     id: str
@@ -41,13 +45,22 @@ class Claim:
     better: Literal["higher", "lower"] = "higher"
     paper: dict[str, float | None] = field(default_factory=lambda: {"baseline": None, "method": None})
     margin: float = 0.0
-    asserted: bool = True
+    asserted: bool = False
+    calibrated_on: tuple[int, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "calibrated_on", tuple(self.calibrated_on))  # a list when read from JSON
+        if self.asserted and not self.calibrated_on:
+            raise ValueError(f"claim {self.id!r} is asserted but names no calibration seeds: pass calibrated_on "
+                             "(the seeds its margin came from) or asserted=False")
         if self.better not in ("higher", "lower"):
             raise ValueError(f"claim {self.id!r}: better must be 'higher' or 'lower', got {self.better!r}")
         if set(self.paper) != {"baseline", "method"}:
             raise ValueError(f"claim {self.id!r}: paper must have exactly the keys 'baseline' and 'method'")
+
+    def uncalibrated(self) -> "Claim":
+        """This claim at a preset that has no calibration: shown, never asserted, no margin."""
+        return replace(self, margin=0.0, asserted=False, calibrated_on=())
 
     def values(self, results: dict[str, dict[str, float]]) -> tuple[float, float]:
         try:
@@ -109,17 +122,81 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
     return json.loads((path / METRICS_FILE if path.is_dir() else path).read_text())
 
 
+class ClaimFailed(AssertionError):
+    """An asserted claim did not hold: the run fails (after metrics.json and its figures are written)."""
+
+
+def recorded_claims(metrics: dict[str, Any]) -> list[Claim]:
+    """The claims of a metrics.json, as `Claim`s (whether each holds is derived again from `results`)."""
+    return [Claim(**{k: v for k, v in c.items() if k != "holds"}) for c in metrics["claims"]]
+
+
+def check_claims(metrics: dict[str, Any]) -> None:
+    """Fail the run when an asserted claim does not hold: raise `ClaimFailed` naming every such claim with its
+    numbers. Every notebook calls it at the end of its claims cell, so papermill, nbmake and `seqnb run` exit
+    non-zero; claims with `asserted=False` are shown and never fail a run."""
+    failed = []
+    for claim in recorded_claims(metrics):
+        if claim.asserted and not claim.holds(metrics["results"]):
+            base, method = claim.values(metrics["results"])
+            failed.append(f"{claim.id}: {claim.method} {claim.metric} = {method:.4g} vs {claim.baseline} "
+                          f"{base:.4g}, needs {claim.better} by at least {claim.margin:g}")
+    if failed:
+        raise ClaimFailed(f"{len(failed)} asserted claim(s) of {metrics['notebook']} ({metrics['preset']}, seed "
+                          f"{metrics['seed']}) do not hold; metrics.json and the figures are written:\n  "
+                          + "\n  ".join(failed))
+
+
+def run_seeds(metrics: dict[str, Any]) -> list[int]:
+    """The seeds a run's results come from: its `seeds` (a notebook that averages several) or its one seed."""
+    return list(metrics.get("seeds", [metrics["seed"]]))
+
+
+def calibrate(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Margins for a notebook's claims from its metrics at calibration seeds (never the default seed 0). Rule: a
+    claim is asserted when the method beats the baseline in every run, with a margin of half the smallest gain,
+    rounded down to one significant digit; otherwise it is recorded unasserted. One row per claim: each run's
+    gain, the smallest, the margin the rule gives and the one the claim now has."""
+    seeds = sorted({s for m in runs for s in run_seeds(m)})
+    if 0 in seeds:
+        raise ValueError("calibration runs include seed 0, the default run's seed that checks the margins: "
+                         "calibrate on other seeds (seqnb run NOTEBOOK --seed 1, 2, 3)")
+    rows = {}
+    for m in runs:
+        for recorded in m["claims"]:  # read as unasserted: a margin is what this computes, not what it checks
+            claim = Claim(**{k: v for k, v in recorded.items() if k not in ("holds", "asserted", "calibrated_on")})
+            base, method = claim.values(m["results"])
+            gain = method - base if claim.better == "higher" else base - method
+            row = rows.setdefault(claim.id, {"claim": claim.text, "metric": claim.metric, "margin now": claim.margin,
+                                             "asserted now": recorded.get("asserted", False)})
+            row["seed " + ",".join(map(str, run_seeds(m)))] = gain
+    table = pd.DataFrame(rows.values(), index=list(rows))
+    gains = table.filter(like="seed ")
+    table["smallest gain"] = gains.min(axis=1)
+    table["assert"] = (gains > 0).all(axis=1)
+    table["margin"] = [_round_down(g / 2) if ok else 0.0 for g, ok in zip(table["smallest gain"], table["assert"])]
+    table.attrs["seeds"] = seeds
+    return table
+
+
+def _round_down(x: float) -> float:
+    """Down to one significant digit (0.0825 -> 0.08, 13.9 -> 10)."""
+    x = round(x, 9)  # 0.6 - 0.5 is 0.0999...: not a reason to round 0.05 down to 0.04
+    digits = -math.floor(math.log10(x))
+    return math.floor(x * 10**digits) / 10**digits
+
+
 def claims_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """One row per claim: paper's numbers beside ours, and whether it holds here."""
     rows = []
-    for c in metrics["claims"]:
-        claim = Claim(**{k: v for k, v in c.items() if k != "holds"})
+    for claim in recorded_claims(metrics):
         base, method = claim.values(metrics["results"])
         rows.append({
             "claim": claim.text, "metric": claim.metric, "baseline": claim.baseline, "method": claim.method,
             "paper baseline": claim.paper["baseline"], "paper method": claim.paper["method"],
             "ours baseline": base, "ours method": method, "margin": claim.margin,
             "holds here": claim.holds(metrics["results"]), "asserted": claim.asserted,
+            "calibration seeds": ", ".join(map(str, claim.calibrated_on)) or "-",
         })
     return pd.DataFrame(rows)
 

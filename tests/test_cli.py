@@ -23,12 +23,17 @@ def test_unknown_parameter_or_notebook_is_refused(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_twice_with_same_seed_writes_same_numbers(tmp_path, capsys):
+def test_a_run_is_deterministic_and_one_whose_asserted_claim_fails_exits_non_zero(tmp_path, capsys):
+    """60 steps of a narrow model (a broken recipe) cannot learn addition: the asserted claim fails the run, after
+    metrics.json and the figures are written, and two runs under one seed write the same numbers."""
     args = ["-p", "max_steps", "60", "-p", "d_model", "32"]
     for root in ("a", "b"):
-        assert main(["run", "00_quickstart", "--output-root", str(tmp_path / root), *args]) == 0
+        assert main(["run", "00_quickstart", "--output-root", str(tmp_path / root), *args]) == 1
     runs = [tmp_path / r / "00_quickstart" / "tiny-seed0" for r in ("a", "b")]
     first, second = (json.loads((r / "metrics.json").read_text()) for r in runs)
     assert first["results"] == second["results"] and first["config"]["max_steps"] == 60
+    assert [(c["id"], c["asserted"], c["holds"]) for c in first["claims"]] == [("sft-learns-addition", True, False)]
     assert all((r / name).is_file() for r in runs for name in ("00_quickstart.ipynb", "learning_curves.png"))
-    assert "sft" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "sft" in out and "ClaimFailed" not in out
+    assert "1 asserted claim(s) of 00_quickstart (tiny, seed 0) do not hold" in err and "sft-learns-addition" in err

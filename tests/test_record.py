@@ -3,14 +3,16 @@ import math
 
 import pytest
 
-from seqnb.papers import resolve_config
-from seqnb.record import Claim, claims_table, load_metrics, results_table, write_metrics
+from seqnb.papers import PAPERS, resolve_config
+from seqnb.record import (Claim, ClaimFailed, calibrate, check_claims, claims_table, load_metrics, results_table,
+                          write_metrics)
 
 RESULTS = {"mle": {"acc": 0.50, "ppl": 10.0}, "sm": {"acc": 0.56, "ppl": 12.0}}
 
 
 def claim(**kw):
-    base = dict(id="c", text="SM beats MLE", metric="acc", better="higher", baseline="mle", method="sm")
+    base = dict(id="c", text="SM beats MLE", metric="acc", better="higher", baseline="mle", method="sm",
+                asserted=True, calibrated_on=(1, 2))
     return Claim(**{**base, **kw})
 
 
@@ -41,6 +43,63 @@ def test_write_metrics_has_the_contract_shape(tmp_path):
     assert results_table(doc).loc["sm", "ppl"] == 12.0
 
 
+def test_an_asserted_claim_that_does_not_hold_fails_the_run_and_an_unasserted_one_never_does(tmp_path):
+    cfg = resolve_config("00_quickstart", output_dir=str(tmp_path))
+    holds, misses_margin = claim(id="holds", margin=0.05), claim(id="misses", margin=0.07)
+    wrong_way = claim(id="wrong-way", metric="ppl", better="lower")  # sm's ppl is higher: fails
+    shown_only = claim(id="shown-only", metric="ppl", better="lower", asserted=False)
+    check_claims(load_metrics(write_metrics(cfg, runtime_s=1, results=RESULTS, claims=[holds, shown_only],
+                                            device="cpu")))
+    metrics = load_metrics(write_metrics(cfg, runtime_s=1, results=RESULTS, device="cpu",
+                                         claims=[holds, misses_margin, wrong_way, shown_only]))
+    with pytest.raises(ClaimFailed, match="2 asserted claim") as failure:
+        check_claims(metrics)
+    message = str(failure.value)
+    assert "misses: sm acc = 0.56 vs mle 0.5, needs higher by at least 0.07" in message
+    assert "wrong-way: sm ppl = 12 vs mle 10, needs lower" in message
+    assert "shown-only" not in message and "holds:" not in message
+    # whether a claim holds is derived from results again, not read from the stored flag
+    metrics["claims"][0]["holds"] = False
+    metrics["results"]["sm"]["acc"] = 0.40
+    with pytest.raises(ClaimFailed, match="(?s)3 asserted claim.*holds: sm acc = 0.4 vs mle 0.5"):
+        check_claims(metrics)
+
+
+def test_an_asserted_claim_needs_its_calibration_seeds():
+    with pytest.raises(ValueError, match="'c' is asserted but names no calibration seeds"):
+        claim(calibrated_on=())
+    assert not Claim("c", "t", "acc", "mle", "sm").asserted  # a claim nobody calibrated is only shown
+    assert claim(calibrated_on=[3, 4]).calibrated_on == (3, 4)  # as read back from metrics.json
+
+
+def test_calibration_asserts_what_every_seed_shows_with_half_the_smallest_gain(tmp_path, capsys):
+    def run(seed, sm_acc, sm_ppl, seeds=None):
+        cfg = resolve_config("00_quickstart", seed=seed, output_dir=str(tmp_path / str(seed)))
+        results = {"mle": {"acc": 0.5, "ppl": 10.0}, "sm": {"acc": sm_acc, "ppl": sm_ppl}}
+        claims = [claim(id="acc"), claim(id="ppl", metric="ppl", better="lower", asserted=False)]
+        return write_metrics(cfg, runtime_s=1, results=results, claims=claims, device="cpu",
+                             extra={"seeds": seeds} if seeds else None)
+
+    paths = [run(1, 0.665, 9.0), run(2, 0.60, 10.5), run(3, 0.70, 7.0, seeds=[3, 4])]
+    table = calibrate([load_metrics(p) for p in paths])
+    assert table.attrs["seeds"] == [1, 2, 3, 4]
+    assert list(table.filter(like="seed ").columns) == ["seed 1", "seed 2", "seed 3,4"]
+    acc, ppl = table.loc["acc"], table.loc["ppl"]
+    assert acc["seed 1"] == pytest.approx(0.165) and acc["smallest gain"] == pytest.approx(0.1)
+    assert acc["assert"] and acc["margin"] == 0.05 and acc["margin now"] == 0.0 and acc["asserted now"]
+    assert ppl["seed 1"] == 1.0 and ppl["seed 2"] == -0.5 and ppl["seed 3,4"] == 3.0
+    assert not ppl["assert"] and ppl["margin"] == 0.0  # one seed goes the other way: not asserted
+    assert calibrate([load_metrics(paths[0])]).loc["acc", "margin"] == 0.08  # 0.0825 rounds down
+    with pytest.raises(ValueError, match="include seed 0"):
+        calibrate([load_metrics(run(0, 0.9, 9.0))])
+
+    from seqnb.cli import main
+
+    assert main(["calibrate", *map(str, paths)]) == 0
+    assert "calibration seeds [1, 2, 3, 4]" in capsys.readouterr().out
+    assert main(["calibrate", str(tmp_path / "0")]) == 2 and "seed 0" in capsys.readouterr().err
+
+
 def test_non_numbers_are_refused(tmp_path):
     cfg = resolve_config("00_quickstart", output_dir=str(tmp_path))
     for bad in (math.nan, "0.5", None):
@@ -55,3 +114,31 @@ def test_measured_once_keeps_what_a_reload_cannot_measure(tmp_path):
     assert measured_once(path, None) == {}  # never trained whole: nothing to report
     assert measured_once(path, {"train_s": 1.5, "train_tokens": 10}) == {"train_s": 1.5, "train_tokens": 10}
     assert measured_once(path, None) == {"train_s": 1.5, "train_tokens": 10}  # a reload reads it back
+
+
+class _Every(dict):
+    """Results with every variant and metric: each notebook's claims() lists all it can make."""
+
+    def __contains__(self, key):
+        return True
+
+    def get(self, key, default=None):
+        return _Every()
+
+
+@pytest.mark.parametrize("notebook", sorted(PAPERS))
+def test_only_the_tiny_preset_asserts_and_never_on_the_default_runs_seeds(notebook, tmp_path):
+    import inspect
+
+    from seqnb.papers import paper_module
+
+    claims_of = paper_module(notebook, "experiment").claims
+    for preset in paper_module(notebook, "config").SPEC.presets:
+        cfg = resolve_config(notebook, preset, output_dir=str(tmp_path), device="cpu")
+        claims = claims_of(cfg, _Every()) if len(inspect.signature(claims_of).parameters) == 2 else claims_of(cfg)
+        asserted = [c for c in claims if c.asserted]
+        if preset != "tiny":
+            assert claims and not asserted and not any(c.margin for c in claims), preset
+            continue
+        default_seeds = set(getattr(cfg, "seeds", range(cfg.seed, cfg.seed + getattr(cfg, "n_seeds", 1))))
+        assert asserted and all(c.margin > 0 and not default_seeds & set(c.calibrated_on) for c in asserted)

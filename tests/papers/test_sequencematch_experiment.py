@@ -145,4 +145,4 @@ def test_claims_follow_the_calibration(tmp_path):
                                                   "bksp_recovers_bc", "bksp_recovers_sm"}
     assert not any(c.asserted for c in tiny if c.baseline == "bc_bksp")
     other = sm.claims(resolve_config("03_sequencematch", output_dir=str(tmp_path), task="add_or_sub_in_base"))
-    assert [c.id for c in other if c.asserted] == ["sm_beats_mle_accuracy"]
+    assert other and not any(c.asserted for c in other)  # no calibration outside the tiny preset

@@ -299,40 +299,37 @@ def summarize(runs: dict[int, SeedRun]) -> dict[str, dict[str, float]]:
     return seed_summary([result_rows(r) for r in runs.values()])
 
 
-# id -> (text, method, baseline, (margin, asserted) at the tiny preset, asserted at paper size). Tiny margins:
-# about half the smallest gap of seeds 0, 1, 2 (the notebook lists the per-seed values); paper size: margin 0,
-# asserted for the papers' own claims (P2: small but consistent gains), not for our controls.
+CALIBRATION_SEEDS = (1, 2, 3)  # `seqnb calibrate` on tiny runs at these seeds set the margins; seed 0 checks them
+
+# id -> (text, method, baseline, margin at the tiny preset; None: not resolved there, shown only). Other presets
+# and corpora have no calibration: every claim is shown, none asserted.
 CLAIMS = {
-    "e2e_soft_beats_frozen_hard": ("End-to-end soft mixture beats the frozen planner (P1 PRED/PRED)", "e2e_soft",
-                                   "frozen_hard", (0.08, True), True),
-    "e2e_soft_beats_st": ("Soft mixture beats straight-through estimation", "e2e_soft", "e2e_st", (0.05, True), True),
-    "planner_beats_plain": ("The planner-conditioned LM beats the plain LM", "e2e_soft", "plain", (0.1, True), True),
-    "planner_beats_plain_continue": ("The planner-conditioned LM beats the plain LM fine-tuned for as many steps",
-                                     "e2e_soft", "plain_continue", (0.1, True), False),
+    "e2e_soft_beats_frozen_hard": ("End-to-end soft mixture beats the frozen planner's argmax (P2 over the P1 "
+                                   "pipeline)", "e2e_soft", "frozen_hard", 0.08),
+    "e2e_soft_beats_st": ("Soft mixture beats straight-through estimation", "e2e_soft", "e2e_st", 0.05),
+    "planner_beats_plain": ("Toy: the planner-conditioned LM beats the plain LM (the planner sees a 6-token window "
+                            "the plain LM's context does not summarise)", "e2e_soft", "plain", 0.1),
+    "planner_beats_plain_continue": ("Toy: the planner-conditioned LM beats the plain LM fine-tuned for as many "
+                                     "steps", "e2e_soft", "plain_continue", 0.1),
     "planner_beats_uniform_control": ("The planner beats a uniform mixture with the same parameters", "e2e_soft",
-                                      "uniform", (0.1, True), False),
-    "e2e_soft_beats_frozen_soft": ("Joint training helps beyond the soft interface alone", "e2e_soft", "frozen_soft",
-                                   (0.0, False), False),
+                                      "uniform", 0.1),
+    "e2e_soft_beats_frozen_soft": ("Joint training helps beyond the soft interface alone (P2's own novelty)",
+                                   "e2e_soft", "frozen_soft", None),
     "exposure_bias": ("Training on oracle actions hurts when evaluated with predicted ones", "frozen_hard", "ora_pred",
-                      (2.0, True), False),
+                      2.0),
     "oracle_upper_bound": ("Oracle actions at evaluation (an upper bound, not a result) beat predicted ones",
-                           "oracle_eval", "e2e_soft", (1.0, True), False),
+                           "oracle_eval", "e2e_soft", 1.0),
 }
 
 
 def claims(cfg: Config, results: dict) -> list[Claim]:
     """The papers' claims and our controls as checkable rules, for the arms that ran; oracle mixing adds one claim
-    per ratio r (r = 0 beats r: measured at the tiny preset, our design, not the papers')."""
-    tiny = cfg.preset == "tiny" and cfg.corpus == "plans"
+    per ratio r (r = 0 beats r: our design, not the papers')."""
     rows = dict(CLAIMS)
     for r in cfg.mix_ratios:
         rows[f"oracle_mixing_r{r:g}"] = (f"End-to-end training without oracle mixing beats mixing at r = {r:g}",
-                                         "e2e_soft", f"e2e_soft_r{r:g}", (0.03, True) if r == 0.5 else (0.0, False),
-                                         False)
-    out = []
-    for id, (text, method, baseline, tiny_rule, paper_asserted) in rows.items():
-        margin, asserted = tiny_rule if tiny else (0.0, paper_asserted)
-        if method in results and baseline in results:
-            out.append(Claim(id=id, text=text, metric="ppl", better="lower", baseline=baseline, method=method,
-                             margin=margin, asserted=asserted))
-    return out
+                                         "e2e_soft", f"e2e_soft_r{r:g}", 0.03 if r == 0.5 else None)
+    out = [Claim(id=id, text=text, metric="ppl", better="lower", baseline=baseline, method=method,
+                 **({} if margin is None else dict(margin=margin, asserted=True, calibrated_on=CALIBRATION_SEEDS)))
+           for id, (text, method, baseline, margin) in rows.items() if method in results and baseline in results]
+    return out if cfg.preset == "tiny" and cfg.corpus == "plans" else [c.uncalibrated() for c in out]

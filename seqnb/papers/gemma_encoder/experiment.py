@@ -27,7 +27,10 @@ from seqnb.papers.gemma_encoder.hub_data import head_type
 
 TASK_PREFIX = {"retrieve": "retrieval", "regress": "regression"}  # variant-name prefix of the non-classify arms
 FULL_GRID_POOLINGS = ("last_k1", "attn_query", "attn_kv", "first_k4")
-RANKING_MARGIN = 0.05  # mean − last MRR@10 of the tiny bi-encoder: +0.08 and +0.10 at seeds 0 and 1 (our calibration)
+# `seqnb calibrate` on tiny runs at these seeds (as seeds=(2, 3) and (4, 5): two seeds a run, like the default run's
+# (0, 1)) set the margins; seeds 0 and 1 check them
+CALIBRATION_SEEDS = (2, 3, 4, 5)
+RANKING_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -282,35 +285,36 @@ def with_pooling_spread(results: dict[str, dict[str, float]], metric: str) -> di
 
 
 def claims(cfg: Config, results: dict[str, dict[str, float]]) -> list[Claim]:
-    """The paper's findings (as we reconstructed them: notebook 05) that this run's variants can test. Margins and
-    `asserted` come from the tiny preset's calibration; at other presets nothing is asserted."""
-    m, tiny = main_metric(cfg), cfg.preset == "tiny"
+    """The paper's findings (as we reconstructed them: notebook 05) that this run's variants can test. Tiny preset:
+    asserted with margins from the calibration seeds, or shown only where the calibration did not resolve them;
+    other presets have no calibration: shown, never asserted."""
+    m, calibrated = main_metric(cfg), dict(asserted=True, calibrated_on=CALIBRATION_SEEDS)
     candidates = [
         Claim(id="bidir_rescues_first_token", metric=m, better="higher", baseline="causal|first_k1",
-              method="bidirectional|first_k1", margin=0.3, asserted=tiny,
+              method="bidirectional|first_k1", margin=0.3, **calibrated,
               text="First-token pooling needs bidirectional attention (under a causal mask BOS sees only itself)"),
         Claim(id="pooling_matters_less_when_bidirectional", metric="pooling_spread", better="lower",
-              baseline="causal", method="bidirectional", margin=0.1, asserted=tiny,
+              baseline="causal", method="bidirectional", margin=0.1, **calibrated,
               text="With bidirectional attention the choice of pooling matters much less than with causal attention"),
         Claim(id="ranking_mean_beats_last", metric="mrr10", better="higher", baseline="retrieval|bidirectional|last_k1",
-              method="retrieval|bidirectional|mean", margin=RANKING_MARGIN, asserted=tiny,
+              method="retrieval|bidirectional|mean", margin=RANKING_MARGIN, **calibrated,
               text="For ranking (bi-encoder), mean pooling beats last-token pooling"),
         Claim(id="padding_mismatch_hurts", metric=m, better="higher", baseline="causal|last_naive|train=right|eval=left",
-              method="causal|last_naive", margin=0.1, asserted=tiny,
+              method="causal|last_naive", margin=0.1, **calibrated,
               text="Naive last-index pooling trained with right padding breaks when evaluated with left padding"),
         Claim(id="padding_mismatch_hurts_left_to_right", metric=m, better="higher",
               baseline="causal|last_naive|train=left|eval=right", method="causal|last_naive|train=left|eval=left",
-              margin=0.02, asserted=tiny,
+              margin=0.02, **calibrated,
               text="Naive last-index pooling trained with left padding loses accuracy when evaluated with right padding"),
         Claim(id="bidir_mean_beats_causal_mean", metric=m, better="higher", baseline="causal|mean",
-              method="bidirectional|mean", asserted=False,
+              method="bidirectional|mean",
               text="Bidirectional attention beats causal attention (mean pooling)"),
         Claim(id="bidir_mean_beats_causal_mean_regression", metric="pearson", better="higher",
-              baseline="regression|causal|mean", method="regression|bidirectional|mean", asserted=False,
+              baseline="regression|causal|mean", method="regression|bidirectional|mean",
               text="Bidirectional attention beats causal attention on regression (sentence position, mean pooling)"),
         Claim(id="dropout_helps", metric=m, better="higher", baseline="bidirectional|mean",
-              method="bidirectional|mean|p0.1", asserted=False,
+              method="bidirectional|mean|p0.1",
               text="Dropout 0.1 during fine-tuning beats no dropout (bidirectional, mean pooling)"),
     ]
-    return [c for c in candidates
-            if c.metric in results.get(c.baseline, {}) and c.metric in results.get(c.method, {})]
+    out = [c for c in candidates if c.metric in results.get(c.baseline, {}) and c.metric in results.get(c.method, {})]
+    return out if cfg.preset == "tiny" else [c.uncalibrated() for c in out]

@@ -244,34 +244,36 @@ def evaluate(model, vocab: Vocab, test: Dataset, cfg: Config) -> tuple[dict[str,
     return metrics, traces
 
 
-def claims(cfg: Config) -> list[Claim]:
-    """The paper's findings as checkable claims. Tiny preset: margins sit below the smallest gap of our
-    calibration (seeds 0-2); claims the tiny preset cannot resolve are recorded with asserted=False. Other
-    settings have no calibration: only the paper's headline claim (SM beats MLE on accuracy) is asserted."""
+CALIBRATION_SEEDS = (1, 2, 3)  # `seqnb calibrate` on tiny runs at these seeds set the margins; seed 0 checks them
 
+
+def claims(cfg: Config) -> list[Claim]:
+    """The paper's findings as checkable claims. Tiny preset (permutations): asserted with margins from the
+    calibration seeds, or shown only where the calibration did not resolve them. Other settings have no
+    calibration: shown, never asserted."""
     if cfg.preset == "tiny" and cfg.task == "permutation":
+        calibrated = dict(asserted=True, calibrated_on=CALIBRATION_SEEDS)
         return [
             Claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.5)",
-                  "acc_t1.5", "mle", "sm", margin=0.08),
+                  "acc_t1.5", "mle", "sm", margin=0.08, **calibrated),
             Claim("sm_beats_mle_sampled_accuracy_t1", "SequenceMatch beats MLE on sampled accuracy (T=1.0)",
-                  "acc_t1.0", "mle", "sm", asserted=False),
+                  "acc_t1.0", "mle", "sm"),
             Claim("bksp_beats_mle_sampled_accuracy", "BC with backspace augmentation beats MLE (T=1.5)",
-                  "acc_t1.5", "mle", "bc_bksp", margin=0.1),
+                  "acc_t1.5", "mle", "bc_bksp", margin=0.1, **calibrated),
             Claim("bksp_recovers_bc", "BC+bksp recovers from injected errors, MLE cannot",
-                  "recovery_first", "mle", "bc_bksp", margin=0.5),
+                  "recovery_first", "mle", "bc_bksp", margin=0.5, **calibrated),
             Claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors, MLE cannot",
-                  "recovery_first", "mle", "sm", margin=0.5),
-            Claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (T=1.0)",
-                  "acc_t1.0", "bc_bksp", "sm", asserted=False),
-            Claim("sm_beats_bc_bksp_hot", "SequenceMatch beats BC+bksp (T=1.5)",
-                  "acc_t1.5", "bc_bksp", "sm", asserted=False),
+                  "recovery_first", "mle", "sm", margin=0.5, **calibrated),
+            Claim("sm_beats_bc_bksp", "The chi^2 objective beats BC+bksp, the same backspace data (T=1.0)",
+                  "acc_t1.0", "bc_bksp", "sm"),
+            Claim("sm_beats_bc_bksp_hot", "The chi^2 objective beats BC+bksp, the same backspace data (T=1.5)",
+                  "acc_t1.5", "bc_bksp", "sm"),
         ]
     return [
         Claim("sm_beats_mle_accuracy", "SequenceMatch beats MLE on accuracy (greedy)", "acc_greedy", "mle", "sm"),
         Claim("sm_beats_mle_sampled_accuracy", "SequenceMatch beats MLE on sampled accuracy (T=1.0)",
-              "acc_t1.0", "mle", "sm", asserted=False),
-        Claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (greedy)",
-              "acc_greedy", "bc_bksp", "sm", asserted=False),
+              "acc_t1.0", "mle", "sm"),
+        Claim("sm_beats_bc_bksp", "SequenceMatch beats BC+bksp (greedy)", "acc_greedy", "bc_bksp", "sm"),
         Claim("bksp_recovers_sm", "SequenceMatch recovers from injected errors more than MLE",
-              "recovery_first", "mle", "sm", asserted=False),
+              "recovery_first", "mle", "sm"),
     ]

@@ -497,44 +497,45 @@ def differing_draws(exp: Experiment, temperature: float, n: int = 2, pool: int =
     return [prompts[i] for i in keep], [targets[i] for i in keep], [records[i] for i in keep]
 
 
-def claims(cfg: Config) -> list[Claim]:
-    """Tiny preset: the toy claims, with margins calibrated on seeds 0-2 (notebook 01, "Paper vs ours"). Paper
-    tasks: uncalibrated, recorded with asserted=False, the paper's best reported score as `paper["method"]` where
-    it reports one."""
+CALIBRATION_SEEDS = (1, 2, 3)  # `seqnb calibrate` on tiny runs at these seeds set the margins; seed 0 checks them
 
+
+def claims(cfg: Config) -> list[Claim]:
+    """Tiny preset: what the toy shows (the claim texts say which mechanism each tests), asserted with margins from
+    the calibration seeds. Paper tasks: uncalibrated, shown and never asserted; the paper's number stands beside
+    ours only where both score the same test set."""
     if cfg.task == "running_sums":
+        calibrated = dict(asserted=True, calibrated_on=CALIBRATION_SEEDS)
         out = [
-            Claim("toy_warmup_beats_sft", "Warmup training beats SFT on exact match (paper: Warmup > SFT on every "
-                  "task)",
-                  "em", "sft", "warmup", margin=0.5),
+            Claim("toy_warmup_beats_sft", "Toy: warmups the model samples and scores itself let it compute what SFT "
+                  "cannot in one pass (the paper's Warmup > SFT, on a task built for it)",
+                  "em", "sft", "warmup", margin=0.5, **calibrated),
             Claim("toy_warmup_content_used", "The answer reads the model's own warmup: another input's warmup "
                   "lowers exact match",
-                  "em", "warmup_swap", "warmup", margin=0.5),
+                  "em", "warmup_swap", "warmup", margin=0.5, **calibrated),
         ]
         if cfg.controls:
             out += [
                 Claim("toy_warmup_beats_pause", "The gain is not explained by extra positions alone (pause tokens)",
-                      "em", "pause", "warmup", margin=0.5),
+                      "em", "pause", "warmup", margin=0.5, **calibrated),
                 Claim("toy_oracle_beats_sft", "A supervised scratchpad (running sums as the warmup) beats SFT",
-                      "em", "sft", "oracle", margin=0.5),
+                      "em", "sft", "oracle", margin=0.5, **calibrated),
             ]
         if 1 in cfg.n_sweep and cfg.n_warmups > 1:
             out.append(Claim("toy_selection_helps", f"K = {cfg.n_warmups} with reward weights beats K = 1 (no "
-                             "selection)",
-                             "em", "warmup_k1", "warmup", margin=0.10, asserted=False))
-        return out
-    if cfg.task == "translation":
+                             "selection)", "em", "warmup_k1", "warmup"))
+        return out if cfg.preset == "tiny" else [c.uncalibrated() for c in out]
+    if cfg.task == "translation":  # the paper scores FLORES-200, this preset WMT19's validation set: no paper number
         return [
-            Claim("mt_bleu_gain", "Warmup beats SFT on BLEU (paper: mT5-base, +1.57 BLEU averaged over 8 directions; "
-                  "best reported de->en 34.71 on FLORES)",
-                  "bleu", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 34.71}),
-            Claim("mt_chrf_gain", "Warmup beats SFT on chrF++ (paper: +1.60 chrF++ averaged over 8 directions)",
-                  "chrf++", "sft", "warmup", asserted=False),
+            Claim("mt_bleu_gain", "Warmup beats SFT on WMT19 de-en BLEU (paper, on FLORES-200: +1.57 BLEU averaged "
+                  "over 8 directions, mT5-base)", "bleu", "sft", "warmup"),
+            Claim("mt_chrf_gain", "Warmup beats SFT on chrF++ (paper, on FLORES-200: +1.60 chrF++ averaged over 8 "
+                  "directions)", "chrf++", "sft", "warmup"),
         ]
     if cfg.task == "summarization":
         return [Claim("xsum_rouge1_gain", "Warmup beats SFT on XSum ROUGE-1 (paper: best reported ROUGE-1 40.67, "
                       "model not recovered)",
-                      "rouge1", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 40.67})]
+                      "rouge1", "sft", "warmup", paper={"baseline": None, "method": 40.67})]
     return [Claim("logiqa2_f1_gain", "Warmup beats SFT on LogiQA 2.0 test macro-F1, decoder-only (paper: best "
                   "reported macro-F1 55.5)",
-                  "macro_f1", "sft", "warmup", asserted=False, paper={"baseline": None, "method": 55.5})]
+                  "macro_f1", "sft", "warmup", paper={"baseline": None, "method": 55.5})]
