@@ -139,6 +139,82 @@ def test_uniform_lm_has_perplexity_vocab_size(small):
     assert abs(ppl - model.lm.config.vocab_size) < 1e-3
 
 
+class _NextTokenOracle(torch.nn.Module):
+    """Puts probability q_b on the true next token of row b (the rest spread evenly); at padding, on token 0."""
+
+    def __init__(self, q: list[float], vocab: int):
+        super().__init__()
+        self.q, self.vocab = torch.tensor(q), vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # gives the stub a device
+
+    def forward(self, input_ids, interface, **_):
+        b, t = input_ids.shape
+        nxt = torch.cat([input_ids[:, 1:], torch.zeros(b, 1, dtype=torch.long)], 1)
+        probs = ((1 - self.q) / (self.vocab - 1))[:, None, None].expand(b, t, self.vocab).clone()
+        probs.scatter_(2, nxt[..., None], self.q[:, None, None].expand(b, t, 1))
+        return type("Out", (), {"logits": probs.log()})()
+
+
+def test_perplexity_scores_each_real_next_token_once(small):
+    """Hand-computed: rows of different lengths (right padding), q = 1/2 and 1/4 on the true next token, so the
+    NLL is (n0 ln 2 + n1 ln 4) / (n0 + n1) over the n_b - 1 predicted tokens of each row. Shifting the labels by one
+    more or fewer position, or counting padding, changes the number."""
+    cfg, data = small
+    test = [data.rows["test"][i] for i in range(len(data.rows["test"]))]
+    rows = [max(test, key=lambda r: len(r["input_ids"])), min(test, key=lambda r: len(r["input_ids"]))]
+    assert len(rows[0]["input_ids"]) > len(rows[1]["input_ids"])  # the short row is padded
+    batch = ex.collate(rows, data.tokenizer.pad_token_id)
+    n0, n1 = (len(r["input_ids"]) - 1 for r in rows)
+    out = pl.score(_NextTokenOracle([0.5, 0.25], len(data.tokenizer)), [batch], "soft")
+    assert out["nll"] == pytest.approx((n0 * math.log(2) + n1 * math.log(4)) / (n0 + n1), rel=1e-6)
+    assert out["ppl"] == pytest.approx(math.exp(out["nll"]), rel=1e-9)
+
+
+def test_oracle_mixing_happens_in_training_only(small):
+    cfg, data = small
+    model = ex.build_base(cfg, data, seed=0)
+    batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
+    real = batch["actions"] >= 0
+    model.train()
+    mixed = model.plan(batch["sent_emb"], batch["actions"], "soft", mix_ratio=1.0)
+    assert torch.equal(mixed[real].argmax(-1), batch["actions"][real]) and torch.all(mixed[real].max(-1).values == 1)
+    model.eval()
+    assert torch.allclose(model.plan(batch["sent_emb"], batch["actions"], "soft", mix_ratio=1.0),
+                          torch.softmax(model.planner(batch["sent_emb"]) / model.tau, -1))
+
+
+def test_the_plan_enters_only_the_conditioned_layers_attention_outputs(small, tmp_path):
+    """With cond_from_layer = 1 of 2 layers, the plan leaves layer 0 untouched and changes layer 1 from its
+    attention output on (the adapter feeds GPT-2's attn.c_proj); a plan with zero adapters changes nothing."""
+    cfg = resolve_config("02_end_to_end_planner", seed=0, output_dir=str(tmp_path), n_train_docs=60, n_test_docs=8,
+                         k=4, embed_dim=8, n_layer=2, cond_from_layer=1, d_model=16, n_head=2, planner_d=16,
+                         adapter_init="xavier")
+    data = ex.build_data(cfg)
+    model = ex.build_base(cfg, data, seed=0).eval()
+    blocks = model.lm.transformer.h
+    assert model.targets == [blocks[1].attn.c_proj] and len(model.adapters) == 1
+    batch = ex.collate([data.rows["test"][0]], data.tokenizer.pad_token_id)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    seen = {}
+    hooks = [blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out[0].clone()))
+             for i in range(2)]
+    hooks.append(blocks[1].attn.register_forward_hook(lambda m, a, out: seen.__setitem__("attn1", out[0].clone())))
+    with torch.no_grad():
+        model(**inputs, interface="none")
+        plain = dict(seen)
+        model(**inputs, interface="soft")
+        planned = dict(seen)
+        for a in model.adapters:
+            a.weight.zero_()
+        model(**inputs, interface="soft")
+        zeroed = dict(seen)
+    for h in hooks:
+        h.remove()
+    assert torch.equal(plain[0], planned[0])
+    assert not torch.allclose(plain["attn1"], planned["attn1"]) and not torch.allclose(plain[1], planned[1])
+    assert all(torch.allclose(plain[k], zeroed[k], atol=1e-6) for k in plain)  # adapter bias starts at zero
+
+
 def test_banded_attention_window(small):
     cfg, data = small
     model = ex.build_base(cfg, data, seed=0).eval()
@@ -210,7 +286,7 @@ def test_paper_path_with_local_corpus_model_and_embedder(tmp_path):
     results = ex.summarize(runs)
     assert results["e2e_soft"]["ppl"] > 1 and "ppl_oracle" in results["frozen_hard"]
     claims = {c.id: c for c in ex.claims(cfg, results)}
-    assert claims["e2e_soft_beats_frozen_hard"].asserted and claims["e2e_soft_beats_frozen_hard"].margin == 0
+    assert not any(c.asserted or c.margin for c in claims.values())  # nothing calibrated at paper size
     assert "planner_beats_uniform_control" not in claims  # the uniform arm did not run
 
 
