@@ -284,14 +284,32 @@ def micro_cfg(tmp_path, **kw):
 
 def test_arm_plan_and_its_errors(tmp_path):
     cfg = micro_cfg(tmp_path)
-    assert list(ex.arm_plan(cfg)) == ["sft", "warmup", "warmup_k1", "pause", "oracle"]
-    assert ex.arm_plan(cfg)["warmup"] == 4
+    assert list(ex.arm_plan(cfg)) == ["sft", "warmup", "warmup_k1", "warmup_lam0", "greedy_draft", "pause", "oracle"]
+    assert ex.arm_plan(cfg)["warmup"] == ex.arm_plan(cfg)["warmup_lam0"] == 4
     paper = resolve_config("01_warmup_generations", preset="paper", output_dir=str(tmp_path), device="cpu",
                            precision="no", controls=True)
     with pytest.raises(ValueError, match="controls"):
         ex.arm_plan(paper)
     with pytest.raises(ValueError, match="n_train"):
         ex.prepare(micro_cfg(tmp_path, batch_size=128))
+
+
+def test_the_controls_train_what_they_claim_to(tmp_path):
+    """lambda = 0 keeps Warmup's sampling and weights but drops log P(c|x); the greedy-draft control trains on the
+    stage-0 model's own greedy drafts, one per prompt, fixed before training, warmup and answer supervised."""
+    cfg = micro_cfg(tmp_path, warmup_coef=0.7)
+    prepared = ex.prepare(cfg)
+    setup, model = prepared.setup, prepared.base
+    warmup, lam0 = ex.make_step("warmup", setup, cfg), ex.make_step("warmup_lam0", setup, cfg)
+    assert (warmup.lam, lam0.lam, lam0.k, lam0.temperature) == (0.7, 0.0, cfg.n_warmups, cfg.warmup_temperature)
+    prompts = setup.prompt_ids(prepared.data["train"]["prompt"][:5])
+    drafts = ex.greedy_drafts(model, prompts, setup, cfg)
+    one_by_one = [ex.answer(model, "warmup", [p], setup, cfg).warmups[0] for p in prompts]
+    assert [drafts[tuple(p)] for p in prompts] == one_by_one
+    step = ex.make_step("greedy_draft", setup, cfg, drafts=drafts)
+    assert step.train_warmup and [step.warmup_fn(p) for p in prompts] == one_by_one
+    with pytest.raises(ValueError, match="greedy_draft"):
+        ex.make_step("greedy_draft", setup, cfg)
 
 
 def test_running_sums_and_drafts():
@@ -305,7 +323,8 @@ def test_experiment_runs_every_arm_records_probes_and_resumes(tmp_path):
     cfg = micro_cfg(tmp_path)
     exp = ex.run_experiment(cfg)
     res = exp.results
-    assert set(res) == {"sft", "warmup", "warmup_k1", "pause", "oracle", "warmup_swap", "stage0"}
+    assert set(res) == {"sft", "warmup", "warmup_k1", "warmup_lam0", "greedy_draft", "pause", "oracle", "warmup_swap",
+                        "stage0"}
     assert all(0 <= res[a]["em"] <= 1 for a in res if a != "stage0")
     # cost: Warmup K=4 samples and scores 4 sequences per input, SFT scores one
     assert res["warmup"]["train_tokens"] > 3 * res["sft"]["train_tokens"]

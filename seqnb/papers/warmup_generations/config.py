@@ -56,7 +56,7 @@ class Config(RunConfig):
     max_prompt_len: int = bounded(512, min=8)  # paper tasks: longer prompts are cut to this many tokens (ours)
     # notebook extras
     n_sweep: tuple[int, ...] = bounded((), min=1)  # other K values trained for the "effect of N" section (same budget)
-    controls: bool = True  # the pause and oracle-scratchpad controls (toy only)
+    controls: bool = True  # the lambda = 0, greedy-draft, pause and oracle-scratchpad controls (toy only)
     probe_steps: tuple[int, ...] = bounded((), min=0)  # stage-1 steps at which the warmups of a few fixed inputs are recorded
     # paper tasks: a hub id or local folder and its config; "" = the task's default (experiment.TEXT_TASKS);
     # an empty dataset_config with a dataset_id of your own means no config

@@ -7,6 +7,10 @@ fine-tunes copies of that checkpoint with the same data stream and number of upd
 
 - `sft`: `x <w> y <eos>`: the sum must be emitted right after the input, in one forward pass;
 - `warmup`: Warmup Generations with K warmups (`seqnb.papers.warmup_generations.method`); `warmup_k<N>`: the same with N warmups;
+- `warmup_lam0` (control): Warmup with lambda = 0: y is trained after the sampled, weighted warmups, the warmups
+  themselves are not (does training P(c|x) matter?);
+- `greedy_draft` (control): draft-then-answer SFT on the stage-0 model's own greedy drafts, fixed before stage 1
+  (does sampling and weighting K drafts matter, or only having the model's own draft in front of y?);
 - `pause` (control): the warmup is n fixed `<pad>` tokens, loss on y only (extra positions, no content);
 - `oracle` (control): the warmup is the running sums, supervised (a scratchpad with labels, an upper bound).
 
@@ -237,7 +241,14 @@ def draft_consistency(prompts: list[list[int]], warmups: list[list[int]], setup:
     return sum(running_sum_ids(p, setup) == c for p, c in zip(prompts, warmups)) / max(len(warmups), 1)
 
 
-def make_step(arm: str, setup: Setup, cfg: Config, k: int | None = None):
+def greedy_drafts(model, prompts: list[list[int]], setup: Setup, cfg: Config) -> dict[tuple[int, ...], list[int]]:
+    """Each prompt's greedy warmup under `model` (the stage-0 model for the `greedy_draft` control), by prompt."""
+    out = answer(model, "warmup", prompts, setup, cfg)
+    return {tuple(p): c for p, c in zip(prompts, out.warmups)}
+
+
+def make_step(arm: str, setup: Setup, cfg: Config, k: int | None = None, drafts: dict | None = None):
+    """The training step of an arm. `drafts` (prompt -> warmup): the fixed drafts of the `greedy_draft` control."""
     fmt = setup.fmt
     if arm == "sft":
         return wg.FixedWarmupStep(fmt)
@@ -245,6 +256,10 @@ def make_step(arm: str, setup: Setup, cfg: Config, k: int | None = None):
         return wg.FixedWarmupStep(fmt, warmup_fn=lambda p: [fmt.pad_id] * cfg.max_warmup_len)
     if arm == "oracle":
         return wg.FixedWarmupStep(fmt, warmup_fn=lambda p: running_sum_ids(p, setup), train_warmup=True)
+    if arm == "greedy_draft":
+        if drafts is None:
+            raise ValueError("arm 'greedy_draft' needs the stage-0 model's drafts (greedy_drafts)")
+        return wg.FixedWarmupStep(fmt, warmup_fn=lambda p: drafts[tuple(p)], train_warmup=True)
     if arm.startswith("warmup"):
         k = k or cfg.n_warmups
         diagnose = None
@@ -252,11 +267,13 @@ def make_step(arm: str, setup: Setup, cfg: Config, k: int | None = None):
             def diagnose(prompts, warmups, targets):
                 return {"sample_consistency": draft_consistency([p for p in prompts for _ in range(k)], warmups,
                                                                 setup)}
+        lam = 0.0 if arm == "warmup_lam0" else cfg.warmup_coef
         return wg.WarmupStep(fmt, k=k, max_warmup_len=cfg.max_warmup_len, temperature=cfg.warmup_temperature,
-                             beta=cfg.weight_temperature, lam=cfg.warmup_coef, weights=cfg.weights,
+                             beta=cfg.weight_temperature, lam=lam, weights=cfg.weights,
                              loss_norm=cfg.loss_norm, seed=cfg.seed,
                              diagnose=diagnose)
-    raise ValueError(f"unknown arm {arm!r}: use sft, warmup, warmup_k<N>, pause or oracle")
+    raise ValueError(f"unknown arm {arm!r}: use sft, warmup, warmup_k<N>, warmup_lam0, greedy_draft, pause or "
+                     "oracle")
 
 
 def forced_warmups(arm: str, prompts: list[list[int]], setup: Setup, cfg: Config):
@@ -361,7 +378,9 @@ def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: Config, *, k
     """One stage-1 arm from a copy of `base`: same data order, updates and learning rate as every other arm;
     learning curves on the first `n_curve` test examples every `eval_every` steps."""
     model = copy.deepcopy(base)
-    step = make_step(arm, setup, cfg, k)
+    drafts = greedy_drafts(base, setup.prompt_ids(data["train"]["prompt"]), setup, cfg) if arm == "greedy_draft" \
+        else None
+    step = make_step(arm, setup, cfg, k, drafts)
     curve = data["test"].select(range(min(cfg.n_curve, len(data["test"]))))
 
     def curve_eval(m):
@@ -394,7 +413,7 @@ def arm_plan(cfg: Config) -> dict[str, int | None]:
     plan = {"sft": None, "warmup": cfg.n_warmups}
     plan.update({f"warmup_k{k}": k for k in cfg.n_sweep if k != cfg.n_warmups})
     if cfg.controls:
-        plan.update(pause=None, oracle=None)
+        plan.update(warmup_lam0=cfg.n_warmups, greedy_draft=None, pause=None, oracle=None)
     return plan
 
 

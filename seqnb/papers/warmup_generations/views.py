@@ -15,10 +15,12 @@ from matplotlib.figure import Figure
 from seqnb.papers.warmup_generations import method as wg
 from seqnb.papers.warmup_generations.experiment import Experiment, Setup, primary_metric, running_sum_ids
 
-NAMES = {"sft": "SFT", "warmup": "Warmup", "pause": "pause control", "oracle": "oracle scratchpad",
+NAMES = {"sft": "SFT", "warmup": "Warmup", "warmup_lam0": "Warmup, warmups untrained (lambda=0)",
+         "greedy_draft": "SFT on stage 0's greedy drafts", "pause": "pause control", "oracle": "oracle scratchpad",
          "warmup_swap": "Warmup, swapped warmups", "stage0": "stage 0 (before fine-tuning)"}
 COLORS = {"sft": "tab:gray", "warmup": "tab:green", "warmup_k1": "tab:olive", "warmup_k2": "tab:cyan",
-          "pause": "tab:orange", "oracle": "tab:purple", "warmup_swap": "tab:red", "stage0": "tab:brown"}
+          "warmup_lam0": "tab:pink", "greedy_draft": "tab:blue", "pause": "tab:orange", "oracle": "tab:purple",
+          "warmup_swap": "tab:red", "stage0": "tab:brown"}
 # identical curves (several arms at 1.0) stay visible: the oracle dashed and thin, the Warmup arms thick
 LINES = {"oracle": dict(ls="--", lw=1.0, zorder=3), "warmup": dict(lw=3.0, zorder=2)}
 
