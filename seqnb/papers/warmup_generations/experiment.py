@@ -535,6 +535,10 @@ def claims(cfg: Config) -> list[Claim]:
         ]
         if cfg.controls:
             out += [
+                Claim("toy_warmup_beats_lam0", "Training the warmups themselves (lambda = 1) beats training only the "
+                      "answer after them (lambda = 0)", "em", "warmup_lam0", "warmup"),
+                Claim("toy_warmup_beats_greedy_draft", "Sampling and weighting K warmups beats SFT on the stage-0 "
+                      "model's own greedy drafts", "em", "greedy_draft", "warmup"),
                 Claim("toy_warmup_beats_pause", "The gain is not explained by extra positions alone (pause tokens)",
                       "em", "pause", "warmup", margin=0.5, **calibrated),
                 Claim("toy_oracle_beats_sft", "A supervised scratchpad (running sums as the warmup) beats SFT",
