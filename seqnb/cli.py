@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"calibration seeds {table.attrs['seeds']}: asserted when every run gains; margin = half the smallest "
-              "gain, one significant digit")
+        print(f"calibration seeds {table.attrs['seeds']}: asserted when every run gains and the mean gain is at "
+              "least twice its std; margin = half the smallest gain, one significant digit")
         print(table.drop(columns="claim").to_string(float_format=lambda v: f"{v:.4g}"))
         return 0
 

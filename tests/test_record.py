@@ -72,32 +72,39 @@ def test_an_asserted_claim_needs_its_calibration_seeds():
     assert claim(calibrated_on=[3, 4]).calibrated_on == (3, 4)  # as read back from metrics.json
 
 
-def test_calibration_asserts_what_every_seed_shows_with_half_the_smallest_gain(tmp_path, capsys):
-    def run(seed, sm_acc, sm_ppl, seeds=None):
+def test_calibration_asserts_a_consistent_gain_with_half_the_smallest_gain_as_margin(tmp_path, capsys):
+    def run(seed, sm, seeds=None):
         cfg = resolve_config("00_quickstart", seed=seed, output_dir=str(tmp_path / str(seed)))
-        results = {"mle": {"acc": 0.5, "ppl": 10.0}, "sm": {"acc": sm_acc, "ppl": sm_ppl}}
-        claims = [claim(id="acc"), claim(id="ppl", metric="ppl", better="lower", asserted=False)]
+        results = {"mle": {"acc": 0.5, "ppl": 10.0, "f1": 0.5}, "sm": dict(zip(("acc", "ppl", "f1"), sm))}
+        claims = [claim(id="acc"), claim(id="ppl", metric="ppl", better="lower", asserted=False),
+                  claim(id="f1", metric="f1", asserted=False)]
         return write_metrics(cfg, runtime_s=1, results=results, claims=claims, device="cpu",
                              extra={"seeds": seeds} if seeds else None)
 
-    paths = [run(1, 0.665, 9.0), run(2, 0.60, 10.5), run(3, 0.70, 7.0, seeds=[3, 4])]
+    # gains: acc .165 / .1 / .2 (consistent); ppl 1 / -.5 / 3 (one seed loses); f1 .8 / .01 / .02 (all positive,
+    # but the mean .277 is below twice the spread, 2 x .453)
+    paths = [run(1, (0.665, 9.0, 1.3)), run(2, (0.60, 10.5, 0.51)), run(3, (0.70, 7.0, 0.52), seeds=[3, 4])]
     table = calibrate([load_metrics(p) for p in paths])
     assert table.attrs["seeds"] == [1, 2, 3, 4]
     assert list(table.filter(like="seed ").columns) == ["seed 1", "seed 2", "seed 3,4"]
-    acc, ppl = table.loc["acc"], table.loc["ppl"]
+    acc, ppl, f1 = table.loc["acc"], table.loc["ppl"], table.loc["f1"]
     assert acc["seed 1"] == pytest.approx(0.165) and acc["smallest gain"] == pytest.approx(0.1)
+    assert acc["mean gain"] == pytest.approx(0.155) and acc["gain std"] == pytest.approx(0.05074, abs=1e-5)
     assert acc["assert"] and acc["margin"] == 0.05 and acc["margin now"] == 0.0 and acc["asserted now"]
     assert ppl["seed 1"] == 1.0 and ppl["seed 2"] == -0.5 and ppl["seed 3,4"] == 3.0
     assert not ppl["assert"] and ppl["margin"] == 0.0  # one seed goes the other way: not asserted
-    assert calibrate([load_metrics(paths[0])]).loc["acc", "margin"] == 0.08  # 0.0825 rounds down
+    assert f1["smallest gain"] > 0 and not f1["assert"] and f1["margin"] == 0.0  # too noisy to assert
+    assert calibrate([load_metrics(p) for p in paths[::2]]).loc["acc", "margin"] == 0.08  # 0.0825 rounds down
+    with pytest.raises(ValueError, match="two or more seeds"):
+        calibrate([load_metrics(paths[0])])
     with pytest.raises(ValueError, match="include seed 0"):
-        calibrate([load_metrics(run(0, 0.9, 9.0))])
+        calibrate([load_metrics(run(0, (0.9, 9.0, 0.9))), load_metrics(paths[0])])
 
     from seqnb.cli import main
 
     assert main(["calibrate", *map(str, paths)]) == 0
     assert "calibration seeds [1, 2, 3, 4]" in capsys.readouterr().out
-    assert main(["calibrate", str(tmp_path / "0")]) == 2 and "seed 0" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "0"), str(paths[0])]) == 2 and "seed 0" in capsys.readouterr().err
 
 
 def test_non_numbers_are_refused(tmp_path):

@@ -27,10 +27,10 @@ from seqnb.papers.gemma_encoder.hub_data import head_type
 
 TASK_PREFIX = {"retrieve": "retrieval", "regress": "regression"}  # variant-name prefix of the non-classify arms
 FULL_GRID_POOLINGS = ("last_k1", "attn_query", "attn_kv", "first_k4")
-# `seqnb calibrate` on tiny runs at these seeds (as seeds=(2, 3) and (4, 5): two seeds a run, like the default run's
-# (0, 1)) set the margins; seeds 0 and 1 check them
-CALIBRATION_SEEDS = (2, 3, 4, 5)
-RANKING_MARGIN = 0.05
+# `seqnb calibrate` on tiny runs at these seeds (as seeds=(2, 3), (4, 5) and (6, 7): two seeds a run, like the
+# default run's (0, 1)) set the margins; seeds 0 and 1 check them. The full grid's claims (pooling spread, left-to-
+# right padding) were not calibrated: shown only.
+CALIBRATION_SEEDS = (2, 3, 4, 5, 6, 7)
 
 
 @dataclass(frozen=True)
@@ -291,20 +291,19 @@ def claims(cfg: Config, results: dict[str, dict[str, float]]) -> list[Claim]:
     m, calibrated = main_metric(cfg), dict(asserted=True, calibrated_on=CALIBRATION_SEEDS)
     candidates = [
         Claim(id="bidir_rescues_first_token", metric=m, better="higher", baseline="causal|first_k1",
-              method="bidirectional|first_k1", margin=0.3, **calibrated,
+              method="bidirectional|first_k1", margin=0.2, **calibrated,
               text="First-token pooling needs bidirectional attention (under a causal mask BOS sees only itself)"),
         Claim(id="pooling_matters_less_when_bidirectional", metric="pooling_spread", better="lower",
-              baseline="causal", method="bidirectional", margin=0.1, **calibrated,
+              baseline="causal", method="bidirectional",
               text="With bidirectional attention the choice of pooling matters much less than with causal attention"),
         Claim(id="ranking_mean_beats_last", metric="mrr10", better="higher", baseline="retrieval|bidirectional|last_k1",
-              method="retrieval|bidirectional|mean", margin=RANKING_MARGIN, **calibrated,
+              method="retrieval|bidirectional|mean", margin=0.06, **calibrated,
               text="For ranking (bi-encoder), mean pooling beats last-token pooling"),
         Claim(id="padding_mismatch_hurts", metric=m, better="higher", baseline="causal|last_naive|train=right|eval=left",
-              method="causal|last_naive", margin=0.1, **calibrated,
+              method="causal|last_naive", margin=0.05, **calibrated,
               text="Naive last-index pooling trained with right padding breaks when evaluated with left padding"),
         Claim(id="padding_mismatch_hurts_left_to_right", metric=m, better="higher",
               baseline="causal|last_naive|train=left|eval=right", method="causal|last_naive|train=left|eval=left",
-              margin=0.02, **calibrated,
               text="Naive last-index pooling trained with left padding loses accuracy when evaluated with right padding"),
         Claim(id="bidir_mean_beats_causal_mean", metric=m, better="higher", baseline="causal|mean",
               method="bidirectional|mean",

@@ -84,7 +84,7 @@ SPEC = NotebookSpec(
             n_warmups=4, max_warmup_len=8, fixed_warmup_len=True, warmup_temperature=0.5,
             weight_temperature=1.0, warmup_coef=1.0, weights="soft", loss_norm="joint",
             restrict_digits=True, max_answer_len=1,
-            n_sweep=(1, 2), controls=True, probe_steps=(0, 20, 50, 600),
+            n_sweep=(1,), controls=True, probe_steps=(0, 20, 50, 600),
         ),
         # the paper's headline setting (mT5-base, de->en); K, L_w, lr, steps and sampling are our
         # defaults (4, 32, AdamW 3e-4, T = 1), not values read from the paper

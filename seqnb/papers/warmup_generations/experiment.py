@@ -528,21 +528,21 @@ def claims(cfg: Config) -> list[Claim]:
         out = [
             Claim("toy_warmup_beats_sft", "Toy: warmups the model samples and scores itself let it compute what SFT "
                   "cannot in one pass (the paper's Warmup > SFT, on a task built for it)",
-                  "em", "sft", "warmup", margin=0.5, **calibrated),
+                  "em", "sft", "warmup", margin=0.4, **calibrated),
             Claim("toy_warmup_content_used", "The answer reads the model's own warmup: another input's warmup "
                   "lowers exact match",
-                  "em", "warmup_swap", "warmup", margin=0.5, **calibrated),
+                  "em", "warmup_swap", "warmup", margin=0.4, **calibrated),
         ]
         if cfg.controls:
             out += [
                 Claim("toy_warmup_beats_lam0", "Training the warmups themselves (lambda = 1) beats training only the "
-                      "answer after them (lambda = 0)", "em", "warmup_lam0", "warmup"),
+                      "answer after them (lambda = 0)", "em", "warmup_lam0", "warmup", margin=0.4, **calibrated),
                 Claim("toy_warmup_beats_greedy_draft", "Sampling and weighting K warmups beats SFT on the stage-0 "
                       "model's own greedy drafts", "em", "greedy_draft", "warmup"),
                 Claim("toy_warmup_beats_pause", "The gain is not explained by extra positions alone (pause tokens)",
-                      "em", "pause", "warmup", margin=0.5, **calibrated),
+                      "em", "pause", "warmup", margin=0.4, **calibrated),
                 Claim("toy_oracle_beats_sft", "A supervised scratchpad (running sums as the warmup) beats SFT",
-                      "em", "sft", "oracle", margin=0.5, **calibrated),
+                      "em", "sft", "oracle", margin=0.4, **calibrated),
             ]
         if 1 in cfg.n_sweep and cfg.n_warmups > 1:
             out.append(Claim("toy_selection_helps", f"K = {cfg.n_warmups} with reward weights beats K = 1 (no "
