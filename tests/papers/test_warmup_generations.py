@@ -77,6 +77,8 @@ def test_objective_variants_and_grouping():
     assert torch.allclose(b.grad, -w / 2)
     beta = wg.warmup_objective(a, b, 2, beta=10.0)
     assert beta.weights[0, 0] < soft.weights[0, 0]  # a hotter weight temperature softens the weights
+    uniform = wg.warmup_objective(a, b, 2, weights="uniform")
+    assert uniform.weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]  # the rewards (0 vs -10) are ignored
     one = wg.warmup_objective(a, b, 1)
     assert torch.all(one.weights == 1) and torch.all(one.weight_entropy == 0)
 

@@ -49,7 +49,9 @@ class Config(RunConfig):
     warmup_temperature: float = bounded(1.0, min=0.0)  # sampling temperature of training warmups
     weight_temperature: float = bounded(1.0, min=1e-6)  # beta: w = softmax(b / beta)
     warmup_coef: float = bounded(1.0, min=0.0)  # lambda on log P(c|x)
-    weights: str = bounded("soft", choices=("soft", "hard", "baseline"))  # 2.4, V1 best-of-K, V2 mean baseline
+    # soft: the estimator; hard: best-of-K (V1); baseline: w - 1/K on the warmup term (V2); uniform: w = 1/K, the
+    # control without reward weighting
+    weights: str = bounded("soft", choices=("soft", "hard", "baseline", "uniform"))
     loss_norm: str = bounded("target", choices=("target", "joint"))  # divide by |y| or by |c| + |y|
     restrict_digits: bool = False  # toy: warmup and answer tokens are sampled and scored over the digits only
     max_answer_len: int = bounded(4, min=1)
@@ -74,14 +76,14 @@ SPEC = NotebookSpec(
     config_cls=Config,
     presets={
         # our tiny preset: PRS-8, 2-layer d64 decoder, S0 = S1 = 600, batch 32,
-        # K = 4, warmups at T = 0.5, lr 1e-3 with 100 warm-up steps
+        # K = 4, warmups at T = 0.75, lr 1e-3 with 100 warm-up steps
         "tiny": dict(
             task="running_sums", n_digits=8, n_train=19_200, n_test=1_000, n_curve=300,
             n_layer=2, d_model=64, n_head=4, init_std=0.1,
             pretrain_steps=600, pretrain_lr=1e-3,
             max_steps=600, batch_size=32, lr=1e-3, warmup_steps=100, grad_clip=1.0,
             log_every=20, eval_every=25, ckpt_every=600,
-            n_warmups=4, max_warmup_len=8, fixed_warmup_len=True, warmup_temperature=0.5,
+            n_warmups=4, max_warmup_len=8, fixed_warmup_len=True, warmup_temperature=0.75,
             weight_temperature=1.0, warmup_coef=1.0, weights="soft", loss_norm="joint",
             restrict_digits=True, max_answer_len=1,
             n_sweep=(1,), controls=True, probe_steps=(0, 20, 50, 600),

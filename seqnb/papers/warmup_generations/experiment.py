@@ -545,8 +545,9 @@ def claims(cfg: Config) -> list[Claim]:
                       "em", "sft", "oracle", margin=0.4, **calibrated),
             ]
         if 1 in cfg.n_sweep and cfg.n_warmups > 1:
-            out.append(Claim("toy_selection_helps", f"K = {cfg.n_warmups} with reward weights beats K = 1 (no "
-                             "selection)", "em", "warmup_k1", "warmup"))
+            out.append(Claim("toy_selection_helps", f"K = {cfg.n_warmups} sampled warmups per input beat K = 1, "
+                             "whose one draft per input is reinforced right or wrong and drifts",
+                             "em", "warmup_k1", "warmup", margin=0.4, **calibrated))
         return out if cfg.preset == "tiny" else [c.uncalibrated() for c in out]
     if cfg.task == "translation":  # the paper scores FLORES-200, this preset WMT19's validation set: no paper number
         return [

@@ -11,7 +11,7 @@ matches every verified statement. For one example with K warmups c_k ~ P(c|x) sa
     L   = - sum_k sg(w_k) [lam a_k + b_k] / norm
 
 Variants (all ours): `hard` (w = one-hot of the best warmup, V1), `baseline` (sg(w_k - 1/K) on the warmup
-term, V2). Sequence formats (the separators are ours; the paper does not give them):
+term, V2), `uniform` (w = 1/K: the control without reward weighting). Sequence formats (the separators are ours; the paper does not give them):
 
     decoder-only     prompt(x) <w> c_1..c_M </w> y_1..y_T <eos>         loss on c, </w>, y, <eos>; none on the prompt
     encoder-decoder  encoder: x;  decoder: [start] c_1..c_M </w> y_1..y_T <eos>   (the start token plays <w>)
@@ -155,8 +155,8 @@ def warmup_objective(a: torch.Tensor, b: torch.Tensor, k: int, *, beta: float = 
                          f"{tuple(b.shape)} with k={k}")
     if beta <= 0:
         raise ValueError(f"parameter 'beta': the weight temperature must be > 0, got {beta}")
-    if weights not in ("soft", "hard", "baseline"):
-        raise ValueError(f"parameter 'weights': unknown {weights!r}, use 'soft', 'hard' or 'baseline'")
+    if weights not in ("soft", "hard", "baseline", "uniform"):
+        raise ValueError(f"parameter 'weights': unknown {weights!r}, use 'soft', 'hard', 'baseline' or 'uniform'")
     # a_k = log P(c_k | x), b_k = log P(y | x, c_k): [B, K]
     A, B = a.view(-1, k), b.view(-1, k)
     bd = B.detach()
@@ -164,6 +164,8 @@ def warmup_objective(a: torch.Tensor, b: torch.Tensor, k: int, *, beta: float = 
     w = torch.softmax(bd / beta, dim=1)
     if weights == "hard":  # V1: all weight on the best warmup
         w = torch.nn.functional.one_hot(bd.argmax(1), k).to(bd.dtype)
+    if weights == "uniform":  # control: every sample counts 1/K, whatever its reward
+        w = torch.full_like(w, 1.0 / k)
     w_a = w - 1.0 / k if weights == "baseline" else w  # V2: sg(w_k - 1/K) on the warmup term
     # L = - sum_k sg(w_k) [lam a_k + b_k] / norm
     per_example = -(lam * w_a * A + w * B).sum(1) / norm
