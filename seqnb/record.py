@@ -68,10 +68,13 @@ class Claim:
         except KeyError as e:
             raise KeyError(f"claim {self.id!r} needs results[{e.args[0]!r}] ({self.metric!r})") from None
 
-    def holds(self, results: dict[str, dict[str, float]]) -> bool:
+    def gain(self, results: dict[str, dict[str, float]]) -> float:
+        """How much the method beats the baseline, in the `better` direction (negative: it loses)."""
         base, method = self.values(results)
-        gain = method - base if self.better == "higher" else base - method
-        return gain >= self.margin
+        return method - base if self.better == "higher" else base - method
+
+    def holds(self, results: dict[str, dict[str, float]]) -> bool:
+        return self.gain(results) >= self.margin
 
 
 def write_metrics(
@@ -169,11 +172,9 @@ def calibrate(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for m in runs:
         for recorded in m["claims"]:  # read as unasserted: a margin is what this computes, not what it checks
             claim = Claim(**{k: v for k, v in recorded.items() if k not in ("holds", "asserted", "calibrated_on")})
-            base, method = claim.values(m["results"])
-            gain = method - base if claim.better == "higher" else base - method
             row = rows.setdefault(claim.id, {"claim": claim.text, "metric": claim.metric, "margin now": claim.margin,
                                              "asserted now": recorded.get("asserted", False)})
-            row["seed " + ",".join(map(str, run_seeds(m)))] = gain
+            row["seed " + ",".join(map(str, run_seeds(m)))] = claim.gain(m["results"])
     table = pd.DataFrame(rows.values(), index=list(rows))
     gains = table.filter(like="seed ")
     table["mean gain"], table["gain std"], table["smallest gain"] = gains.mean(1), gains.std(1, ddof=1), gains.min(1)
