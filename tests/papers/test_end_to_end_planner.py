@@ -296,7 +296,9 @@ def test_tiny_claims_follow_the_calibration(small):
     results = {name: {"ppl": 20.0} for name in names}
     claims = {c.id: c for c in ex.claims(cfg, results)}
     assert set(claims) >= {"e2e_soft_beats_frozen_hard", "e2e_soft_beats_st", "oracle_mixing_r0.5"}
-    assert not claims["e2e_soft_beats_frozen_soft"].asserted  # within noise at the tiny preset
+    assert all(c.calibrated_on == ex.CALIBRATION_SEEDS and 0 not in c.calibrated_on for c in claims.values()
+               if c.asserted)
+    assert claims["e2e_soft_beats_frozen_soft"].asserted  # small but consistent over the calibration seeds
     margin = claims["e2e_soft_beats_frozen_hard"].margin
     results["frozen_hard"]["ppl"] = 20.0 + margin + 1e-6
     assert claims["e2e_soft_beats_frozen_hard"].holds(results)
