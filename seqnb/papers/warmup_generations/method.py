@@ -11,7 +11,8 @@ matches every verified statement. For one example with K warmups c_k ~ P(c|x) sa
     L   = - sum_k sg(w_k) [lam a_k + b_k] / norm
 
 Variants (all ours): `hard` (w = one-hot of the best warmup, V1), `baseline` (sg(w_k - 1/K) on the warmup
-term, V2), `uniform` (w = 1/K: the control without reward weighting). Sequence formats (the separators are ours; the paper does not give them):
+term, V2), `uniform` (w = 1/K: the control without reward weighting). Sequence formats (the separators are ours;
+the paper does not give them):
 
     decoder-only     prompt(x) <w> c_1..c_M </w> y_1..y_T <eos>         loss on c, </w>, y, <eos>; none on the prompt
     encoder-decoder  encoder: x;  decoder: [start] c_1..c_M </w> y_1..y_T <eos>   (the start token plays <w>)
