@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 PRESET_NAMES = ("tiny", "paper")
+LR_SCHEDULES = ("cosine", "constant")  # the learning rate after warm-up (seqnb.train.TrainArgs.lr_schedule)
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,7 @@ class RunConfig:
     lr: float = bounded(min=0.0)
     weight_decay: float = bounded(0.0, min=0.0)
     warmup_steps: int = bounded(0, min=0)
+    lr_schedule: str = bounded("cosine", choices=LR_SCHEDULES)  # after warm-up: cosine decay to 0, or constant
     grad_clip: float = bounded(1.0, min=0.0)  # 0 disables clipping
     log_every: int = bounded(10, min=1)
     eval_every: int = bounded(min=1)

@@ -28,7 +28,7 @@ REHEARSAL: dict[str, dict[str, Any]] = {
         _LOOP, n_train=16, n_test=4, n_curve=4, batch_size=4, grad_accum=2, n_warmups=2, max_warmup_len=4, max_answer_len=8,
         max_prompt_len=48, probe_steps=(0, 2))),
     "02_end_to_end_planner": dict(config=dict(
-        _LOOP, n_train_docs=24, n_test_docs=4, k=4, planner_d=32, planner_steps=2, batch_size=4,
+        _LOOP, n_train_docs=24, n_test_docs=4, k=4, planner_ff_dim=32, planner_steps=2, batch_size=4,
         planner_batch_size=4, eval_batch_size=4, max_tokens=48, mix_ratios=(0.5,))),
     "03_sequencematch": dict(config=dict(
         _LOOP, n_train=64, n_eval=4, pretrain_steps=2, batch_size=4, roll_every=1, n_rollouts=4, max_actions=12,

@@ -6,7 +6,7 @@
 - A step function maps `(model, batch, step)` to `(loss, logs)`, where `step` is the number of optimizer steps
   taken so far (a schedule reads it); `sft_step` (teacher forcing) is the default.
 - Mixed precision and devices come from `accelerate`; gradient accumulation, clipping, AdamW with linear warm-up
-  and cosine decay, optional parameter groups with their own learning rates.
+  then cosine decay (or a constant learning rate), optional parameter groups with their own learning rates.
 - Every `eval_every` steps `evaluate(model)` adds its metrics to the history; every `ckpt_every` steps a
   checkpoint is written. Calling `train` again with the same arguments resumes from the last checkpoint (a
   finished run just reloads) and ends with the same numbers as a run that was never interrupted: the checkpoint
@@ -32,9 +32,9 @@ from datasets import Dataset
 from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
-from .config import ConfigError, RunConfig, bounded, validate
+from .config import LR_SCHEDULES, ConfigError, RunConfig, bounded, validate
 from .runtime import seeded_generator
 
 StepFn = Callable[[torch.nn.Module, Any, int], tuple[torch.Tensor, dict[str, Any]]]
@@ -45,7 +45,8 @@ class TrainArgs:
     """The training loop's own arguments.
 
     > What one run computes (all of it, with `settings`, is the checkpoint's fingerprint)
-    max_steps, batch_size, grad_accum, lr, weight_decay, warmup_steps, grad_clip (0: none), seed (data order),
+    max_steps, batch_size, grad_accum, lr, weight_decay, warmup_steps, lr_schedule ("cosine": decay to 0 at
+    max_steps; "constant"), grad_clip (0: none), seed (data order),
     precision ("no", "bf16", "fp16"), device ("auto", "cpu", "cuda"); log_every, eval_every, ckpt_every (in
     optimizer steps; eval and checkpoint also at the last step). `settings`: whatever else decides the run's
     numbers (a method's hyperparameters, the data), so that a checkpoint made with other settings refuses to
@@ -62,6 +63,7 @@ class TrainArgs:
     grad_accum: int = bounded(1, min=1)
     weight_decay: float = bounded(0.0, min=0.0)
     warmup_steps: int = bounded(0, min=0)
+    lr_schedule: str = bounded("cosine", choices=LR_SCHEDULES)
     grad_clip: float = bounded(1.0, min=0.0)
     seed: int = bounded(0, min=0)
     precision: str = bounded("no", choices=("no", "bf16", "fp16"))
@@ -196,7 +198,8 @@ def train(
         lr=args.lr,
         fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel for all parameters, as Trainer's default
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, max(args.max_steps, 1))
+    scheduler = get_scheduler("cosine" if args.lr_schedule == "cosine" else "constant_with_warmup", optimizer,
+                              num_warmup_steps=args.warmup_steps, num_training_steps=max(args.max_steps, 1))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     for obj in ([step_fn] if hasattr(step_fn, "state_dict") else []) + list(stateful):
         accelerator.register_for_checkpointing(obj)

@@ -160,8 +160,7 @@ def planner(tmp_path_factory):
     from seqnb.papers.end_to_end_planner import experiment as ex
 
     cfg = resolve_config("02_end_to_end_planner", output_dir=str(tmp_path_factory.mktemp("p")), n_train_docs=40,
-                         n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, planner_d=16,
-                         eval_batch_size=4)
+                         n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, eval_batch_size=4)
     data = ex.build_data(cfg)
     return cfg, data, ex.build_base(cfg, data, 0)
 

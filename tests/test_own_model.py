@@ -77,7 +77,8 @@ def test_planner_conditions_gpt2_and_llama_style_decoders_and_names_the_fix_for_
     # heads x head_dim (2 x 12) != hidden_size (16): the adapter writes the width the projection reads
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=1, head_dim=12))
-    model = ActionConditionedLM(llama, SentencePlanner(4, 3), torch.randn(3, 4), layers=[1], adapter_init="xavier")
+    codebook = torch.randn(3, 4)
+    model = ActionConditionedLM(llama, SentencePlanner(codebook), codebook, layers=[1], adapter_init="xavier")
     batch = dict(input_ids=torch.randint(0, 32, (1, 6)), sentence_idx=torch.tensor([[0, 0, 0, 1, 1, 1]]),
                  sent_emb=torch.randn(1, 2, 4), actions=torch.tensor([[0, 2]]))
     with torch.no_grad():

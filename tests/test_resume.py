@@ -93,8 +93,7 @@ def test_planner_arm_with_oracle_mixing_resumes_its_mixing_generator(tmp_path, m
 
     def run(name):
         cfg = resolve_config("02_end_to_end_planner", output_dir=str(tmp_path / name), n_train_docs=40,
-                             n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, planner_d=16,
-                             eval_batch_size=4, lm_pretrain_steps=0, planner_steps=0, arms=("e2e_soft_mix",),
+                             n_test_docs=4, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2, eval_batch_size=4, lm_pretrain_steps=0, planner_steps=0, arms=("e2e_soft_mix",),
                              mix_ratios=(0.5,), mix_schedule="linear", max_steps=6, batch_size=4,
                              ckpt_every=CKPT, **QUIET)
         data = ex.build_data(cfg)

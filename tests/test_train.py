@@ -93,6 +93,19 @@ def test_changed_config_refuses_to_resume_and_resume_false_restarts(tiny_cfg):
     assert json.loads(state["fingerprint"])["lr"] == 0.1
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_schedule_after_warm_up(tiny_cfg, schedule):
+    """Linear warm-up over 4 steps, then cosine decay to 0 at max_steps (lr/2 half way), or held at lr."""
+    cfg = tiny_cfg(max_steps=12, warmup_steps=4, lr=1e-2, log_every=1, lr_schedule=schedule)
+    model, _, data, collate = setup_run(cfg)
+    lrs = dict(zip(*train(model, data, TrainArgs.from_config(cfg), collate_fn=collate).history.series("lr")))
+    assert lrs[2] == pytest.approx(5e-3) and lrs[4] == pytest.approx(1e-2)  # logged at step s: s / 4 of lr
+    if schedule == "cosine":
+        assert lrs[8] == pytest.approx(5e-3) and lrs[12] == pytest.approx(0.0)
+    else:
+        assert all(lrs[s] == pytest.approx(1e-2) for s in range(4, 13))
+
+
 def test_param_groups_with_frozen_part_and_own_lr(tiny_cfg):
     cfg = tiny_cfg(max_steps=5, grad_accum=2)
     model, _, data, collate = setup_run(cfg)

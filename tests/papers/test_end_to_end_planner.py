@@ -2,6 +2,7 @@
 cases, gradient routing, the oracle-mixing schedule, no leakage, target alignment, determinism, errors."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from seqnb.papers.end_to_end_planner.corpus import plan_corpus
 def small(tmp_path_factory):
     cfg = resolve_config("02_end_to_end_planner", seed=0, output_dir=str(tmp_path_factory.mktemp("p")),
                          n_train_docs=60, n_test_docs=8, k=4, embed_dim=8, n_layer=1, d_model=16, n_head=2,
-                         planner_d=16, adapter_init="xavier", eval_batch_size=4)
+                         adapter_init="xavier", eval_batch_size=4)
     data = ex.build_data(cfg)
     return cfg, data
 
@@ -94,7 +95,7 @@ def test_gradients_reach_the_planner_only_end_to_end(small):
         total, lm_grads, model = _planner_grad(cfg, data, mode)
         assert total > 0, mode
         assert all(g is None for g in lm_grads), "the base LM is frozen"
-        assert all(a.weight.grad is not None for a in model.adapters) and model.codebook.grad is not None
+        assert all(a.weight.grad is not None for a in model.adapters) and all(c.grad is not None for c in model.codebooks)
     for mode in ("hard", "oracle", "uniform"):
         assert _planner_grad(cfg, data, mode)[0] == 0, mode
     assert _planner_grad(cfg, data, "soft", planner_trainable=False)[0] == 0, "frozen planner"
@@ -119,13 +120,38 @@ def test_oracle_mixing_and_schedule():
 
 def test_planner_sees_only_earlier_sentences():
     torch.manual_seed(0)
-    planner = pl.SentencePlanner(6, 5, d_model=16).eval()
+    planner = pl.SentencePlanner(torch.randn(5, 6), ff_dim=16)
     e = torch.randn(1, 5, 6)
     altered = e.clone()
     altered[:, 3:] = torch.randn(1, 2, 6)
-    a, b = planner(e), planner(altered)
-    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)  # row j sees sentences < j only
-    assert not torch.allclose(a[:, 4], b[:, 4])
+    for mode in (planner.train, planner.eval):  # eval may take torch's fused encoder path
+        mode()
+        a, b = planner(e), planner(altered)
+        assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)  # row j sees sentences < j only
+        assert not torch.allclose(a[:, 4], b[:, 4])
+
+
+def test_planner_is_p1s_bidirectional_mean_pool_with_the_codebook_as_its_head():
+    """Row j equals a hand-built P1 planner: encode [start, s_0..s_{j-1}] + positions alone, mean-pool, head."""
+    torch.manual_seed(0)
+    codebook = torch.randn(5, 6)
+    planner = pl.SentencePlanner(codebook, ff_dim=16).eval()
+    assert torch.equal(planner.head.weight, codebook)
+    with torch.no_grad():
+        planner.start.normal_()
+    e = torch.randn(2, 4, 6)
+    logits = planner(e)
+    pe = pl.sinusoidal_positions(4, 6)
+    f1, f2 = 10000 ** (-2 / 6), 10000 ** (-4 / 6)  # the frequencies of dimensions 2-3 and 4-5
+    assert torch.allclose(pe[1], torch.tensor([math.sin(1), math.cos(1), math.sin(f1), math.cos(f1), math.sin(f2),
+                                               math.cos(f2)]), atol=1e-6)
+    for b in range(2):
+        for j in range(4):
+            ctx = torch.cat([planner.start[None], e[b, :j]]) + pe[: j + 1]
+            h = planner.encoder(planner.inp(ctx)[None])[0]  # no mask: every position of the context sees all
+            assert torch.allclose(logits[b, j], planner.head(h.mean(0)), atol=1e-5), (b, j)
+    causal_first = planner(torch.cat([e[:, :1], torch.randn(2, 3, 6)], 1))[:, :2]
+    assert torch.allclose(causal_first, logits[:, :2], atol=1e-5)
 
 
 def test_uniform_lm_has_perplexity_vocab_size(small):
@@ -187,8 +213,7 @@ def test_the_plan_enters_only_the_conditioned_layers_attention_outputs(small, tm
     """With cond_from_layer = 1 of 2 layers, the plan leaves layer 0 untouched and changes layer 1 from its
     attention output on (the adapter feeds GPT-2's attn.c_proj); a plan with zero adapters changes nothing."""
     cfg = resolve_config("02_end_to_end_planner", seed=0, output_dir=str(tmp_path), n_train_docs=60, n_test_docs=8,
-                         k=4, embed_dim=8, n_layer=2, cond_from_layer=1, d_model=16, n_head=2, planner_d=16,
-                         adapter_init="xavier")
+                         k=4, embed_dim=8, n_layer=2, cond_from_layer=1, d_model=16, n_head=2, adapter_init="xavier")
     data = ex.build_data(cfg)
     model = ex.build_base(cfg, data, seed=0).eval()
     blocks = model.lm.transformer.h
@@ -213,6 +238,55 @@ def test_the_plan_enters_only_the_conditioned_layers_attention_outputs(small, tm
     assert torch.equal(plain[0], planned[0])
     assert not torch.allclose(plain["attn1"], planned["attn1"]) and not torch.allclose(plain[1], planned[1])
     assert all(torch.allclose(plain[k], zeroed[k], atol=1e-6) for k in plain)  # adapter bias starts at zero
+
+
+def test_each_conditioned_layer_reads_its_own_codebook(tmp_path):
+    """P1's code keeps a codebook in every conditioned layer: both start at the k-means centres, and changing layer
+    1's leaves layer 0 untouched; the gradients of the two differ."""
+    cfg = resolve_config("02_end_to_end_planner", seed=0, output_dir=str(tmp_path), n_train_docs=60, n_test_docs=8,
+                         k=4, embed_dim=8, n_layer=2, d_model=16, n_head=2, adapter_init="xavier")
+    data = ex.build_data(cfg)
+    model = ex.build_base(cfg, data, seed=0)
+    assert len(model.codebooks) == 2 and model.codebooks[0] is not model.codebooks[1]
+    centres = torch.tensor(data.kmeans.cluster_centers_, dtype=torch.float32)
+    assert all(torch.equal(c, centres) for c in model.codebooks)
+    batch = ex.collate([data.rows["train"][i] for i in range(4)], data.tokenizer.pad_token_id)
+    model(**batch, interface="soft").loss.backward()
+    assert not torch.allclose(model.codebooks[0].grad, model.codebooks[1].grad)
+    blocks = model.lm.transformer.h
+    seen = {}
+    hooks = [blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out[0].clone()))
+             for i in range(2)]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        model.eval()(**inputs, interface="soft")
+        before = dict(seen)
+        model.codebooks[1].add_(1.0)
+        model(**inputs, interface="soft")
+    for h in hooks:
+        h.remove()
+    assert torch.equal(before[0], seen[0]) and not torch.allclose(before[1], seen[1])
+
+
+def test_pipeline_arms_start_from_the_arm_before_them(small, monkeypatch):
+    """P1's PRED starts from the trained ORA model and P2's joint model from PRED; every other arm from stage 0."""
+    cfg, data = small
+    cfg = replace(cfg, arms=("pipeline_e2e", "pipeline_pred", "ora", "frozen_soft"), max_steps=2, batch_size=4,
+                  planner_steps=2, planner_batch_size=4, lm_pretrain_steps=2, eval_every=2, ckpt_every=2)
+    starts, run_arm = {}, ex.run_arm
+
+    def recording_run_arm(arm, cfg, data, base, seed):
+        starts[arm] = base
+        return run_arm(arm, cfg, data, base, seed)
+
+    monkeypatch.setattr(ex, "run_arm", recording_run_arm)
+    run = ex.run_seed(cfg, 0)
+    assert list(run.arms) == ["ora", "frozen_soft", "pipeline_pred", "pipeline_e2e"]
+    assert starts["ora"] is run.base and starts["frozen_soft"] is run.base
+    assert starts["pipeline_pred"] is run.arms["ora"].model
+    assert starts["pipeline_e2e"] is run.arms["pipeline_pred"].model
+    with pytest.raises(ConfigError, match="'pipeline_pred'"):
+        resolve_config("02_end_to_end_planner", arms=("ora", "pipeline_e2e"))
 
 
 def test_banded_attention_window(small):
@@ -275,7 +349,7 @@ def test_paper_path_with_local_corpus_model_and_embedder(tmp_path):
     cfg = resolve_config("02_end_to_end_planner", "paper", output_dir=str(tmp_path / "run"), device="cpu",
                          precision="no", corpus=str(tmp_path / "corpus"), corpus_config="",
                          model_name=str(tmp_path / "lm"), embedder=str(tmp_path / "embedder"), n_train_docs=30,
-                         n_test_docs=6, max_tokens=40, k=4, planner_d=16, planner_steps=2, planner_batch_size=4,
+                         n_test_docs=6, max_tokens=40, k=4, planner_steps=2, planner_batch_size=4,
                          max_steps=2, batch_size=4, eval_every=2, ckpt_every=2, arms=("frozen_hard", "e2e_soft"),
                          mix_ratios=(), eval_batch_size=4)
     runs = ex.run_experiment(cfg)

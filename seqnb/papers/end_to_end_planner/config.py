@@ -2,8 +2,8 @@
 on arXiv 2404.00614; notebook 02).
 
 The paper preset follows the P1/P2 code defaults read in P1's official code (GPT-2 small, all-mpnet-base-v2, k = 1024,
-context 128, Adam lr 1e-4, batch 32, adapter in the top L-2 layers); the Wikipedia subset size, step counts and
-the oracle-mixing ratios are our choices (P2's full text could not be read).
+context 128, Adam lr 1e-4 held constant, planner weight decay 1e-4, batch 32, adapter in the top L-2 layers); the
+Wikipedia subset size, step counts and the oracle-mixing ratios are our choices (P2's full text could not be read).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import ClassVar
 
 from seqnb.config import ConfigError, NotebookSpec, RunConfig, bounded, probability
 
-ARMS = ("plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_soft", "e2e_soft", "e2e_soft_mix")
+ARMS = ("plain_continue", "uniform", "ora", "frozen_hard", "e2e_st", "frozen_soft", "e2e_soft", "e2e_soft_mix",
+        "pipeline_pred", "pipeline_e2e")
+# the paper's order: an arm that starts from another arm's trained model (P1: ORA -> PRED; P2: then joint)
+PIPELINE = {"pipeline_pred": "ora", "pipeline_e2e": "pipeline_pred"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,11 +50,12 @@ class Config(RunConfig):
     adapter_init: str = bounded("zeros", choices=("zeros", "xavier"))
     lm_pretrain_steps: int = bounded(800, min=0)  # stage 0 for a scratch LM (0 for a pretrained one)
     lm_pretrain_lr: float = bounded(3e-3, min=0.0)
-    # planner
-    planner_d: int = bounded(64, min=8)
+    # planner (P1's: width of the sentence embeddings, 2 heads; its code keeps torch's feed-forward width 2048)
+    planner_ff_dim: int = bounded(2048, min=1)
     planner_steps: int = bounded(1500, min=0)
     planner_batch_size: int = bounded(64, min=1)
     planner_lr: float = bounded(3e-3, min=0.0)
+    planner_weight_decay: float = bounded(1e-4, min=0.0)  # P1's code (there as Adam's L2 term; ours AdamW's)
     joint_planner_lr: float = bounded(3e-4, min=0.0)  # the planner's lr in end-to-end training
     tau: float = bounded(1.0, min=1e-6)
     # arms (stage 1: same steps, batch and trainable LM parameters for every arm)
@@ -67,6 +71,12 @@ class Config(RunConfig):
                               "condition on the plan", f"pass a value below n_layer ({self.n_layer})")
         if not self.arms:
             raise ConfigError("arms", "no arm to train", f"name some of {list(ARMS)}")
+        for arm, start in PIPELINE.items():
+            if arm in self.arms and start not in self.arms:
+                raise ConfigError("arms", f"{arm!r} starts from the trained {start!r} arm", f"add {start!r} to arms")
+        if self.embed_dim % 2 and self.embedder == "tfidf":
+            raise ConfigError("embed_dim", f"the planner's 2 attention heads need an even width, got {self.embed_dim}",
+                              "pass an even embed_dim")
 
 
 SPEC = NotebookSpec(
@@ -79,7 +89,7 @@ SPEC = NotebookSpec(
         "tiny": dict(
             num_threads=1, n_train_docs=3000, n_test_docs=300, max_steps=300, batch_size=16, lr=3e-3,
             weight_decay=0.0, log_every=20, eval_every=25, ckpt_every=300, lm_pretrain_steps=2000,
-            planner_steps=1500,
+            planner_steps=1500, planner_ff_dim=96,
         ),
         # GPT-2 small on Wikipedia, P1/P2 code defaults where verified; subset sizes and steps are ours
         "paper": dict(
@@ -87,9 +97,9 @@ SPEC = NotebookSpec(
             corpus="wikimedia/wikipedia", corpus_config="20231101.en", n_train_docs=20_000, n_test_docs=1000,
             max_tokens=128, embedder="sentence-transformers/all-mpnet-base-v2", k=1024,
             model_name="gpt2", window=0, cond_from_layer=2, adapter_init="xavier", lm_pretrain_steps=0,
-            planner_d=768, planner_steps=2000, planner_batch_size=32, planner_lr=1e-4, joint_planner_lr=1e-4,
-            max_steps=2000, batch_size=32, lr=1e-4, weight_decay=0.0, log_every=20, eval_every=200,
-            ckpt_every=500, mix_ratios=(0.25, 0.5), eval_batch_size=64,
+            planner_steps=2000, planner_batch_size=32, planner_lr=1e-4, joint_planner_lr=1e-4,
+            max_steps=2000, batch_size=32, lr=1e-4, weight_decay=0.0, lr_schedule="constant", log_every=20,
+            eval_every=200, ckpt_every=500, mix_ratios=(0.25, 0.5), eval_batch_size=64,
         ),
     },
 )

@@ -1,8 +1,9 @@
 """The planner experiment (notebook 02): corpus and actions, stage 0 (LM and planner pre-training), the arms of
 stage 1 with one budget, perplexity with predicted actions, seed summaries and the claims.
 
-Arms (stage 1 starts every arm from the same stage-0 LM and planner; base LM frozen; adapters and codebook
-trained, plus the planner in the end-to-end arms):
+Arms (stage 1 starts every arm from the same stage-0 LM and planner, except the two pipeline arms, which start
+from the arm before them as in the papers' code; base LM frozen; adapters and codebooks trained, plus the planner in
+the end-to-end arms):
 
 | arm | trained with | evaluated with | planner trained |
 |---|---|---|---|
@@ -14,6 +15,8 @@ trained, plus the planner in the end-to-end arms):
 | frozen_soft | planner probabilities | same | no |
 | e2e_soft | planner probabilities (P2) | same | yes |
 | e2e_soft_mix | soft, oracle one-hot with probability r per sentence | soft (row e2e_soft_r{r}) | yes |
+| pipeline_pred | planner argmax, starting from the trained ora arm (P1's ORA -> PRED) | argmax | no |
+| pipeline_e2e | planner probabilities, starting from pipeline_pred (P2's ORA -> PRED -> joint) | soft | yes |
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from seqnb.config import ConfigError
 from seqnb.collate import IGNORE_INDEX, pad_sequences
 from seqnb.embedders import transformer_embedder
 from seqnb.models import build_decoder, count_parameters, load_pretrained
-from seqnb.papers.end_to_end_planner.config import ARMS, Config
+from seqnb.papers.end_to_end_planner.config import ARMS, PIPELINE, Config
 from seqnb.experiment import ArmRun, seed_summary, training_cost
 from seqnb.record import Claim
 from seqnb.tasks import load_hub_dataset
@@ -52,6 +55,8 @@ ARM_SPECS = {
     "e2e_st": ("st", {"e2e_st": "hard"}, True),
     "frozen_soft": ("soft", {"frozen_soft": "soft"}, False),
     "e2e_soft": ("soft", {"e2e_soft": "soft"}, True),
+    "pipeline_pred": ("hard", {"pipeline_pred": "hard"}, False),
+    "pipeline_e2e": ("soft", {"pipeline_e2e": "soft"}, True),
 }
 
 
@@ -158,7 +163,7 @@ def batches(cfg: Config, data: PlanData, split: str = "test") -> list[dict]:
 
 
 def build_base(cfg: Config, data: PlanData, seed: int) -> ActionConditionedLM:
-    """A fresh (or pretrained) LM, a fresh planner and the k-means codebook in one model."""
+    """A fresh (or pretrained) LM, a fresh planner and the k-means codebook (one copy per conditioned layer)."""
     transformers.set_seed(seed)
     if cfg.model_name == "scratch":
         n_tok = max(len(r["input_ids"]) for split in data.rows.values() for r in split)
@@ -167,7 +172,7 @@ def build_base(cfg: Config, data: PlanData, seed: int) -> ActionConditionedLM:
     else:
         lm, _ = load_pretrained(cfg.model_name)
     codebook = data.kmeans.cluster_centers_
-    planner = SentencePlanner(codebook.shape[1], cfg.k, d_model=cfg.planner_d)
+    planner = SentencePlanner(codebook, ff_dim=cfg.planner_ff_dim)
     layers = list(range(cfg.cond_from_layer, lm.config.num_hidden_layers))
     if not layers:
         raise ConfigError("cond_from_layer", f"{cfg.cond_from_layer} leaves no layer of the "
@@ -197,6 +202,7 @@ def pretrain(cfg: Config, data: PlanData, seed: int) -> tuple[ActionConditionedL
     if cfg.planner_steps:
         set_trainable(base, lm=False, planner=True)
         p_args = TrainArgs.from_config(scfg, max_steps=cfg.planner_steps, lr=cfg.planner_lr,
+                                       weight_decay=cfg.planner_weight_decay,
                                        batch_size=cfg.planner_batch_size, ckpt_every=cfg.planner_steps,
                                        eval_every=max(1, cfg.planner_steps // 10))
         res = train(base.planner, data.rows["train"], p_args, collate_fn=_collate(data), step_fn=planner_step,
@@ -206,10 +212,10 @@ def pretrain(cfg: Config, data: PlanData, seed: int) -> tuple[ActionConditionedL
 
 
 def arm_names(cfg: Config) -> list[str]:
-    """The configured arms (checked by the config) with one `e2e_soft_r{r}` per mixing ratio in place of
-    e2e_soft_mix."""
+    """The configured arms (checked by the config) in ARMS order, with one `e2e_soft_r{r}` per mixing ratio in place
+    of e2e_soft_mix."""
     out = []
-    for a in cfg.arms:
+    for a in (a for a in ARMS if a in cfg.arms):
         out += [f"e2e_soft_r{r:g}" for r in cfg.mix_ratios] if a == "e2e_soft_mix" else [a]
     return out
 
@@ -221,17 +227,19 @@ def arm_spec(arm: str) -> tuple[str, dict[str, str], bool, float]:
 
 
 def run_arm(arm: str, cfg: Config, data: PlanData, base: ActionConditionedLM, seed: int) -> ArmRun:
-    """Stage 1 for one arm from a copy of `base`; evaluated with predicted actions (and oracle ones). Every arm
-    trains the adapters and codebook (plus the planner end to end); `plain_continue` trains the base LM instead.
+    """Stage 1 for one arm from a copy of `base` (the stage-0 model, or the trained model of the arm a pipeline arm
+    follows); evaluated with predicted actions (and oracle ones). Every arm trains the adapters and codebooks (plus
+    the planner end to end); `plain_continue` trains the base LM instead.
     A reloaded arm reports the `wall_s` measured when it trained (none if it was resumed midway)."""
     interface, evals, e2e, ratio = arm_spec(arm)
     model = copy.deepcopy(base)
     step = PlannerLMStep(interface, ratio, cfg.mix_schedule, cfg.max_steps, seed)
     plain = interface == "none"
     set_trainable(model, lm=plain, planner=e2e)
-    groups = [ParamGroup(list(model.lm.parameters()) if plain else [*model.adapters.parameters(), model.codebook])]
+    groups = [ParamGroup(list(model.lm.parameters()) if plain else [*model.adapters.parameters(), *model.codebooks])]
     if e2e:
-        groups.append(ParamGroup(list(model.planner.parameters()), lr=cfg.joint_planner_lr))
+        groups.append(ParamGroup(list(model.planner.parameters()), lr=cfg.joint_planner_lr,
+                                 weight_decay=cfg.planner_weight_decay))
     test = batches(cfg, data)
     t0 = time.perf_counter()
     res = train(model, data.rows["train"], TrainArgs.from_config(cfg, seed=seed), collate_fn=_collate(data),
@@ -271,7 +279,9 @@ def run_seed(cfg: Config, seed: int, tokenizer=None) -> SeedRun:
     test = batches(cfg, data)
     s = score(base, test, "none")
     plain = {"ppl": s["ppl"], "trainable_params": 0, "nll_by_pos": s["nll_by_pos"]}
-    arms = {a: run_arm(a, cfg, data, base, seed) for a in arm_names(cfg)}
+    arms = {}
+    for a in arm_names(cfg):  # in ARMS order: a pipeline arm comes after the arm it starts from
+        arms[a] = run_arm(a, cfg, data, arms[PIPELINE[a]].model if a in PIPELINE else base, seed)
     purity = cluster_purity(data.train_actions, data.train_types) if data.train_types is not None else None
     return SeedRun(seed, data, base, p_hist, arms, plain, purity)
 
@@ -319,6 +329,8 @@ CLAIMS = {
                       5.0),
     "oracle_upper_bound": ("Oracle actions at evaluation (an upper bound, not a result) beat predicted ones",
                            "oracle_eval", "e2e_soft", 1.0),
+    "pipeline_e2e_beats_pipeline_pred": ("In the papers' order (ORA -> PRED -> joint), joint training improves on "
+                                         "P1's pipeline", "pipeline_e2e", "pipeline_pred", None),
 }
 
 

@@ -3,9 +3,10 @@
 - Writing actions: split text into sentences, embed them, k-means; a sentence's action is its cluster id and
   the cluster centre its action embedding (`split_sentences`, `tfidf_embedder`, `fit_actions`).
 - A planner reads the embeddings of the sentences before sentence j and predicts a distribution over the k
-  actions of sentence j (`SentencePlanner`).
-- The LM is conditioned on an action embedding e_j = w_j^T C for every token whose *target* lies in sentence j,
-  added after the attention heads are merged, before the attention output projection (`ActionConditionedLM`).
+  actions of sentence j (`SentencePlanner`, P1's bidirectional mean-pooled encoder).
+- The LM is conditioned on an action embedding e_j = w_j^T C_l for every token whose *target* lies in sentence j,
+  added in each conditioned layer l after the attention heads are merged, before the attention output projection
+  (`ActionConditionedLM`; one codebook C_l per layer, as in P1's code).
   The interface weights w_j (`interface_weights`) are one-hot (oracle, hard argmax), straight-through, the
   planner's probabilities (soft mixture, the paper's end-to-end interface) or uniform; oracle mixing replaces
   w_j by the oracle one-hot with probability r per sentence (`oracle_mix`, `mix_ratio_at`).
@@ -15,6 +16,7 @@ Taught in notebooks/02_end_to_end_planner.ipynb, § "Writing actions: k-means ov
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -113,27 +115,48 @@ def expand_to_tokens(e_sent: torch.Tensor, sentence_idx: torch.Tensor) -> torch.
     return torch.gather(e_sent, 1, sentence_idx.clamp(min=0)[..., None].expand(-1, -1, e_sent.shape[-1]))
 
 
-class SentencePlanner(nn.Module):
-    """Sentence embeddings (B, S, d_e) -> logits (B, S, k); row j sees only sentences < j (a start vector takes
-    the place of sentence -1; a causal 1-layer transformer over the shifted sequence)."""
+def sinusoidal_positions(n: int, d: int, device=None) -> torch.Tensor:
+    """(n, d) sinusoidal position encodings (Vaswani et al.): sin on even, cos on odd dimensions."""
+    pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]
+    angle = pos * torch.exp(torch.arange(0, d, 2, device=device).float() * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d, device=device)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)[:, : d // 2]
+    return pe
 
-    def __init__(self, d_e: int, k: int, *, d_model: int = 64, n_head: int = 2, n_layer: int = 1,
-                 max_sents: int = 64):
+
+class SentencePlanner(nn.Module):
+    """P1's planner (official code, `SentenceBasedModelF`): sentence embeddings (B, S, d_e) -> logits (B, S, k).
+
+    The context of sentence j is a learned start vector followed by the embeddings of sentences 0..j-1, plus
+    sinusoidal positions, then a linear projection; a bidirectional transformer encoder reads that context alone
+    and its outputs are mean-pooled; the policy head is initialised from the codebook, so that at the start the
+    logit of action a is the pooled context's dot product with the cluster centre c_a. Its width is d_e.
+    """
+
+    def __init__(self, codebook: torch.Tensor, *, n_head: int = 2, n_layer: int = 1, ff_dim: int = 2048):
         super().__init__()
-        self.inp = nn.Linear(d_e, d_model)
-        self.start = nn.Parameter(torch.zeros(d_model))
-        self.pos = nn.Embedding(max_sents, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, n_head, 4 * d_model, dropout=0.0, batch_first=True,
-                                           norm_first=True)
+        codebook = torch.as_tensor(codebook, dtype=torch.float32)
+        k, d = codebook.shape
+        self.start = nn.Parameter(torch.zeros(d))
+        self.inp = nn.Linear(d, d)
+        layer = nn.TransformerEncoderLayer(d, n_head, ff_dim, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, n_layer, enable_nested_tensor=False)
-        self.head = nn.Linear(d_model, k)
+        self.head = nn.Linear(d, k)
+        with torch.no_grad():
+            self.head.weight.copy_(codebook)
 
     def forward(self, sent_emb: torch.Tensor) -> torch.Tensor:
-        b, s, _ = sent_emb.shape
-        h = torch.cat([self.start.expand(b, 1, -1), self.inp(sent_emb[:, :-1])], dim=1)
-        h = h + self.pos(torch.arange(s, device=h.device))
-        mask = nn.Transformer.generate_square_subsequent_mask(s, device=h.device)
-        return self.head(self.encoder(h, mask=mask, is_causal=True))
+        b, s, d = sent_emb.shape
+        x = torch.cat([self.start.expand(b, 1, d), sent_emb[:, :-1]], dim=1)
+        x = self.inp(x + sinusoidal_positions(s, d, x.device))
+        # one copy of the sequence per target sentence j; copy j hides positions > j (bidirectional within them)
+        i = torch.arange(s, device=x.device)
+        hidden = i[None, :] > i[:, None]  # (j, position)
+        h = self.encoder(x[:, None].expand(b, s, s, d).reshape(b * s, s, d),
+                         src_key_padding_mask=hidden.repeat(b, 1)).view(b, s, s, d)
+        seen = (~hidden).to(h.dtype)
+        pooled = (h * seen[None, :, :, None]).sum(2) / seen.sum(1)[None, :, None]
+        return self.head(pooled)
 
 
 def _add_action(module, args):
@@ -170,7 +193,8 @@ def _input_width(projection: nn.Module) -> int:
 
 
 class ActionConditionedLM(nn.Module):
-    """A decoder LM plus a planner, a trainable codebook and one adapter W_l e + b_l per conditioned layer.
+    """A decoder LM plus a planner and, in every conditioned layer l, a trainable codebook C_l (initialised from the
+    k-means centres; P1's code keeps one per attention module) and an adapter W_l e + b_l.
 
     `forward(..., interface=...)` picks how the planner's logits become weights ("none": the plain LM);
     `mix_ratio` (with its `generator`) mixes in oracle actions in training. `forward(..., weights=W)` conditions
@@ -183,10 +207,11 @@ class ActionConditionedLM(nn.Module):
         super().__init__()
         self.lm, self.planner = lm, planner
         self.config = lm.config
-        self.codebook = nn.Parameter(torch.as_tensor(codebook, dtype=torch.float32).clone())
+        codebook = torch.as_tensor(codebook, dtype=torch.float32)
         self.layers = list(layers)
         self.targets = [decoder_blocks(lm)[layer] for layer in self.layers]
-        d_e = self.codebook.shape[1]
+        self.codebooks = nn.ParameterList(nn.Parameter(codebook.clone()) for _ in self.layers)
+        self.k, d_e = codebook.shape
         self.adapters = nn.ModuleList(nn.Linear(d_e, _input_width(target)) for target in self.targets)
         for a in self.adapters:
             (nn.init.zeros_ if adapter_init == "zeros" else nn.init.xavier_normal_)(a.weight)
@@ -218,11 +243,10 @@ class ActionConditionedLM(nn.Module):
         """LM output (logits, loss) conditioned per token; extra batch keys (pos_in_sent, ...) are ignored."""
         if interface != "none" or weights is not None:
             w = self.plan(sent_emb, actions, interface, mix_ratio, generator) if weights is None else weights
-            # e_j = w_j C (the action embedding of sentence j, C the codebook), given to every token of sentence j;
-            # each conditioned layer l adds W_l e + b_l to its attention output
-            e_tok = expand_to_tokens(w @ self.codebook, sentence_idx)
-            for target, adapter in zip(self.targets, self.adapters):
-                target.action_cond = adapter(e_tok)
+            # layer l: e_j = w_j C_l (the action embedding of sentence j in that layer's codebook) is given to every
+            # token of sentence j, and W_l e + b_l is added to the layer's attention output
+            for target, adapter, codebook in zip(self.targets, self.adapters, self.codebooks):
+                target.action_cond = adapter(expand_to_tokens(w @ codebook, sentence_idx))
         try:
             mask = self.attention_mask(input_ids.shape[1], input_ids.device)
             if mask is not None:
@@ -234,12 +258,12 @@ class ActionConditionedLM(nn.Module):
 
 
 def set_trainable(model: ActionConditionedLM, *, lm: bool, planner: bool) -> None:
-    """Base LM weights and planner on or off; adapters and codebook are always trainable."""
+    """Base LM weights and planner on or off; adapters and codebooks are always trainable."""
     for p in model.lm.parameters():
         p.requires_grad_(lm)
     for p in model.planner.parameters():
         p.requires_grad_(planner)
-    for p in [*model.adapters.parameters(), model.codebook]:
+    for p in [*model.adapters.parameters(), *model.codebooks]:
         p.requires_grad_(True)
 
 
@@ -265,7 +289,8 @@ class PlannerLMStep:
         kmeans = fit_actions(embed([s for d in docs for s in d]), k=3, seed=0)  # the writing actions: k-means clusters
         batch = collate([encode_doc(tokenizer, d, embed(d), kmeans.predict(embed(d)).tolist()) for d in docs],
                         pad_id=tokenizer.eos_token_id)
-        model = ActionConditionedLM(lm, SentencePlanner(4, 3), kmeans.cluster_centers_, layers=[28, 29])  # top 2 of 30
+        codebook = kmeans.cluster_centers_
+        model = ActionConditionedLM(lm, SentencePlanner(codebook), codebook, layers=[28, 29])  # top 2 of 30
         step = PlannerLMStep("soft")  # the planner's probabilities weight the action embeddings
         loss, logs = step(model, batch, 0)
         loss.backward()

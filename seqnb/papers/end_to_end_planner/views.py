@@ -194,7 +194,7 @@ class PlannerExplorer(widgets.VBox):
 
     def __init__(self, model, data, words: dict[int, list[str]], n_passages: int = 20):
         self.model, self.data, self.words = model, data, words
-        self.k = model.codebook.shape[0]
+        self.k = model.k
         n = min(n_passages, len(data.docs["test"]))
         self.passage = widgets.Dropdown(options=[(f"passage {i}", i) for i in range(n)], value=0,
                                         description="passage")
