@@ -142,6 +142,7 @@ class SentencePlanner(nn.Module):
         layer = nn.TransformerEncoderLayer(d, n_head, ff_dim, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, n_layer, enable_nested_tensor=False)
         self.head = nn.Linear(d, k)
+        self.n_head = n_head
         with torch.no_grad():
             self.head.weight.copy_(codebook)
 
@@ -149,11 +150,12 @@ class SentencePlanner(nn.Module):
         b, s, d = sent_emb.shape
         x = torch.cat([self.start.expand(b, 1, d), sent_emb[:, :-1]], dim=1)
         x = self.inp(x + sinusoidal_positions(s, d, x.device))
-        # one copy of the sequence per target sentence j; copy j hides positions > j (bidirectional within them)
+        # one copy of the sequence per target sentence j; copy j hides positions > j (bidirectional within them).
+        # The mask is given per attention head, (copies x heads, query, key): torch's key-padding path is slower
         i = torch.arange(s, device=x.device)
         hidden = i[None, :] > i[:, None]  # (j, position)
-        h = self.encoder(x[:, None].expand(b, s, s, d).reshape(b * s, s, d),
-                         src_key_padding_mask=hidden.repeat(b, 1)).view(b, s, s, d)
+        mask = hidden[:, None, :].expand(s, s, s).repeat(b, 1, 1).repeat_interleave(self.n_head, 0)
+        h = self.encoder(x[:, None].expand(b, s, s, d).reshape(b * s, s, d), mask=mask).view(b, s, s, d)
         seen = (~hidden).to(h.dtype)
         pooled = (h * seen[None, :, :, None]).sum(2) / seen.sum(1)[None, :, None]
         return self.head(pooled)
