@@ -97,9 +97,43 @@ def test_attention_query_pooling_ignores_pads_and_padding_side():
 
 def test_kv_probe_pooling_is_padding_invariant():
     torch.manual_seed(0)
-    pool = Pooler("attn_kv", 3, num_probes=4)
+    pool = Pooler("attn_kv", 3, kv_probes=4)
     torch.nn.init.normal_(pool.attention.values)
     assert torch.allclose(pool(*padded_batch("right")), pool(*padded_batch("left")), atol=1e-5)
+
+
+def test_kv_probe_pooling_at_its_default_is_not_mean_plus_a_constant():
+    """Default attn_kv (8 probes, also through the model) is not masked mean + one vector; W_q and K_p train."""
+    torch.manual_seed(0)
+    pool = Pooler("attn_kv", 8, num_probes=1)  # num_probes is attn_query's; the model passes it (1 by default)
+    torch.nn.init.normal_(pool.attention.values)  # as after a first update (V_p starts at 0)
+    h, mask = torch.randn(3, 5, 8), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 1]])
+    shift = pool(h, mask) - Pooler("mean", 8)(h, mask)
+    assert (shift - shift[0]).abs().amax() > 1e-2  # one probe: 0 up to rounding
+    pool(h, mask).square().sum().backward()
+    assert pool.attention.keys.grad.abs().amax() > 0 and pool.attention.query.weight.grad.abs().amax() > 0
+    model = GemmaEncoderModel.from_decoder(tiny_gemma3(), pooling="attn_kv", num_labels=2)
+    assert model.pooler.attention.keys.shape == (8, 32)
+
+
+def test_attention_query_pooling_matches_explicit_projections():
+    """attn_query equals a hand-written loop over rows, queries and heads with the module's W_k, W_v, W_o."""
+    torch.manual_seed(0)
+    d, heads, queries, dh = 8, 2, 2, 4
+    pool = Pooler("attn_query", d, num_probes=queries, num_heads=heads).attention
+    h, mask = torch.randn(2, 4, d), torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    want = []
+    for b in range(2):
+        real = h[b, mask[b].bool()]
+        keys, values = real @ pool.key.weight.T, real @ pool.value.weight.T
+        parts = []
+        for p in range(queries):
+            for i in range(heads):
+                cols = slice(i * dh, (i + 1) * dh)
+                weights = torch.softmax(keys[:, cols] @ pool.queries[p, cols] / math.sqrt(dh), 0)
+                parts.append(weights @ values[:, cols])
+        want.append(pool.out.weight @ torch.cat(parts))
+    assert torch.allclose(pool(h, mask), torch.stack(want), atol=1e-6)
 
 
 def test_learnable_tokens_are_inserted_after_the_last_real_token():
@@ -189,6 +223,29 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded(ids, (ids > 0).long()).logits, logits)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_learnable_tokens_through_the_model(side):
+    """Via the model: text, tokens, then pads (mask +2); pooled = the tokens' mean; follows the text; tokens train."""
+    model = GemmaEncoderModel.from_decoder(tiny_gemma3(), attention="causal", pooling="learnable_tokens",
+                                           num_probes=2, num_labels=2)
+    ids = torch.tensor([[1, 5, 6, 0, 0] if side == "right" else [0, 0, 1, 5, 6], [1, 7, 8, 9, 10]])
+    seen = {}
+    model.backbone.register_forward_pre_hook(lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    out = model(ids, (ids > 0).long(), labels=torch.tensor([0, 1]))
+    embeds, mask = seen["inputs_embeds"], seen["attention_mask"]
+    slots = torch.cat([model.backbone.embed_tokens(ids), model.tokens.embeddings.expand(2, 2, 32)], 1)  # 5, 6: tokens
+    order = torch.tensor([[0, 1, 2, 5, 6, 3, 4] if side == "right" else [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6]])
+    assert torch.equal(embeds, slots[torch.arange(2)[:, None], order])
+    assert mask.tolist() == [[1] * 5 + [0] * 2 if side == "right" else [0] * 2 + [1] * 5, [1] * 7]
+    states = model.backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    assert torch.allclose(out.pooled, states[order >= 5].view(2, 2, 32).mean(1), atol=1e-6)
+    other = ids.clone()
+    other[:, -3] = 11  # a text token of both rows
+    assert (model(other, (other > 0).long()).pooled - out.pooled).norm(dim=-1).min() > 1e-3
+    out.loss.backward()
+    assert (model.tokens.embeddings.grad.abs().sum(-1) > 0).all()
+
+
 def test_dropout_is_active_in_training_only():
     model = GemmaEncoderModel.from_decoder(tiny_gemma3(), pooling="mean", num_labels=2, encoder_dropout=0.1)
     ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
@@ -200,16 +257,18 @@ def test_dropout_is_active_in_training_only():
 
 
 def test_model_losses_by_head_type():
+    """Each head's loss on rows that differ: ranking groups are consecutive rows (0, 1, 2) and (3, 4, 5)."""
     decoder = tiny_gemma3()
-    ids = torch.tensor([[1, 5, 6, 7]] * 4)
-    reg = GemmaEncoderModel.from_decoder(decoder, head_type="regression")
-    out = reg(ids, labels=torch.tensor([0.1, 0.2, 0.3, 0.4]))
-    assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.1, 0.2, 0.3, 0.4])))
-    rank = GemmaEncoderModel.from_decoder(decoder, head_type="ranking", group_size=2)
-    out = rank(ids, labels=torch.tensor([1, 0, 1, 0]))
-    assert torch.allclose(out.loss, F.cross_entropy(out.logits.view(2, 2), torch.tensor([0, 0])))
+    ids = torch.arange(1, 25).view(6, 4)
+    targets = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    out = GemmaEncoderModel.from_decoder(decoder, head_type="regression")(ids, labels=targets)
+    assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), targets))
+    rank = GemmaEncoderModel.from_decoder(decoder, head_type="ranking", group_size=3)
+    out = rank(ids, labels=torch.tensor([0, 0, 1, 0, 1, 0]))
+    s = out.logits.squeeze(-1)
+    assert torch.allclose(out.loss, F.cross_entropy(torch.stack([s[:3], s[3:]]), torch.tensor([2, 1])))
     emb = GemmaEncoderModel.from_decoder(decoder, head_type="embedding").eval()
-    assert torch.allclose(emb(ids).logits.norm(dim=-1), torch.ones(4))
+    assert torch.allclose(emb(ids).logits.norm(dim=-1), torch.ones(6))
 
 
 def test_losses_on_hand_computed_cases():
@@ -221,6 +280,18 @@ def test_losses_on_hand_computed_cases():
     assert torch.isclose(listwise_loss(scores, torch.tensor([[1, 0, 0]])), -F.log_softmax(scores, -1)[0, 0])
     q, p = F.normalize(torch.randn(4, 5), dim=-1), F.normalize(torch.randn(4, 5), dim=-1)
     assert torch.isclose(in_batch_contrastive_loss(q, p, 0.05), F.cross_entropy(q @ p.T / 0.05, torch.arange(4)))
+
+
+def test_listwise_loss_on_groups_that_differ():
+    """Listwise loss on two different groups (one positive; graded relevance 2:0:1) equals the hand-computed mean."""
+    scores = [[3.0, 1.0, 0.0], [0.5, 2.0, -1.0]]
+
+    def log_p(row, j):
+        return row[j] - math.log(sum(math.exp(s) for s in row))
+
+    want = (-log_p(scores[0], 2) - (2 / 3 * log_p(scores[1], 0) + 1 / 3 * log_p(scores[1], 2))) / 2
+    loss = listwise_loss(torch.tensor(scores), torch.tensor([[0, 0, 1], [2, 0, 1]]))
+    assert loss.item() == pytest.approx(want, rel=1e-6)
 
 
 def test_retrieval_evaluator_counts_ties_against_the_query():

@@ -35,7 +35,8 @@ class Config(RunConfig):
     pooling_grid: tuple[str, ...] = ("first_k1", "mean")
     dropout_grid: tuple[float, ...] = probability((0.0, 0.1))
     padding_side: str = bounded("right", choices=("right", "left"))
-    num_probes: int = bounded(1, min=1)  # attn_query queries / attn_kv probes / learnable tokens
+    num_probes: int = bounded(1, min=1)  # attn_query queries / learnable tokens
+    kv_probes: int = bounded(8, min=2)  # attn_kv key/value probes (one would make it mean pooling plus a constant)
     temperature: float = bounded(0.05, min=1e-6)  # InfoNCE temperature of the bi-encoder
     group_size: int = bounded(8, min=2)  # MS MARCO re-ranking: 1 positive + group_size-1 negatives
     max_len: int = bounded(min=8)

@@ -157,8 +157,8 @@ def build_encoder(arm: Arm, decoder: PreTrainedModel, sets: dict[str, Dataset],
     # classes: the largest label seen + 1 (a small evaluation split need not contain every class)
     num_labels = 1 + max(max(sets["train"]["labels"]), max(sets["test"]["labels"])) if kind == "classification" else 1
     model = GemmaEncoderModel.from_decoder(
-        decoder, head_type=kind, num_labels=int(num_labels), num_probes=cfg.num_probes, group_size=cfg.group_size,
-        **arm.encoder_kwargs())
+        decoder, head_type=kind, num_labels=int(num_labels), num_probes=cfg.num_probes, kv_probes=cfg.kv_probes,
+        group_size=cfg.group_size, **arm.encoder_kwargs())
     if cfg.gradient_checkpointing:
         enable_checkpointing(model.backbone)
     return model

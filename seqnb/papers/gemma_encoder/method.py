@@ -24,14 +24,15 @@ HEAD_TYPES = ("classification", "regression", "ranking", "embedding")
 class GemmaEncoderConfig(PreTrainedConfig):
     """`backbone_config`: the decoder's config (object or dict). `head_type`: classification (num_labels
     logits), regression (1 score), ranking (1 score per candidate; rows come in groups of `group_size`) or
-    embedding (the L2-normalised pooled vector, for bi-encoders). `encoder_dropout` p is applied to attention
+    embedding (the L2-normalised pooled vector, for bi-encoders). `num_probes`: attn_query's queries and the
+    learnable tokens; `kv_probes`: attn_kv's key/value probes. `encoder_dropout` p is applied to attention
     probabilities, to every attention and MLP sub-layer output, to the pooled vector and inside the head."""
 
     model_type = "seqnb_gemma_encoder"
     sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(self, backbone_config=None, attention="bidirectional", pooling="mean", pooling_k=1,
-                 num_probes=1, pool_heads=4, encoder_dropout=0.0, head_type="classification",
+                 num_probes=1, kv_probes=8, pool_heads=4, encoder_dropout=0.0, head_type="classification",
                  group_size=8, initializer_range=0.02, **kwargs):
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
@@ -44,7 +45,8 @@ class GemmaEncoderConfig(PreTrainedConfig):
             raise ValueError(f"parameter 'encoder_dropout': must be in [0, 1), got {encoder_dropout}")
         self.backbone_config = backbone_config
         self.attention, self.pooling, self.pooling_k = attention, pooling, pooling_k
-        self.num_probes, self.pool_heads, self.encoder_dropout = num_probes, pool_heads, encoder_dropout
+        self.num_probes, self.kv_probes, self.pool_heads = num_probes, kv_probes, pool_heads
+        self.encoder_dropout = encoder_dropout
         self.head_type, self.group_size, self.initializer_range = head_type, group_size, initializer_range
         super().__init__(**kwargs)  # num_labels (classes) is a standard PreTrainedConfig field
 
@@ -106,7 +108,7 @@ class GemmaEncoderModel(PreTrainedModel):
         self.backbone = AutoModel.from_config(backbone_config)
         d, p = backbone_config.hidden_size, config.encoder_dropout
         self.pooler = Pooler(config.pooling, d, k=config.pooling_k, num_probes=config.num_probes,
-                             num_heads=config.pool_heads)
+                             kv_probes=config.kv_probes, num_heads=config.pool_heads)
         self.tokens = LearnableTokens(d, config.num_probes) if config.pooling == "learnable_tokens" else None
         out = config.num_labels if config.head_type == "classification" else 1
         self.head = None if config.head_type == "embedding" else MLPHead(d, out, p)

@@ -80,7 +80,9 @@ class AttentionQueryPool(nn.Module):
 
 class AttentionKVPool(nn.Module):
     """KV-probe attention pooling (our reading of the name): every real token queries `num_probes` learned
-    key/value probes, `u_t = h_t + softmax(h_t W_q K_pᵀ/√d) V_p`, then the mean of `u` over real tokens."""
+    key/value probes, `u_t = h_t + softmax(h_t W_q K_pᵀ/√d) V_p`, then the mean of `u` over real tokens. `V_p`
+    starts at 0 (the pooler starts as mean pooling); `num_probes` must be >= 2 for the attention to do anything:
+    over one probe the softmax is 1, `u_t = h_t + V_p`, and `W_q`, `K_p` get no gradient."""
 
     def __init__(self, d: int, num_probes: int = 8):
         super().__init__()
@@ -95,21 +97,25 @@ class AttentionKVPool(nn.Module):
 
 
 class Pooler(nn.Module):
-    """One of `POOLINGS`. `k` is K of first_k/last_k; `num_probes` the queries (attn_query), key/value probes
-    (attn_kv) or appended tokens (learnable_tokens). For learnable_tokens the model passes the mask of the
-    appended tokens' positions, so pooling is their mean."""
+    """One of `POOLINGS`. `k` is K of first_k/last_k; `num_probes` the learned queries of attn_query (the model
+    also uses it as the number of appended learnable tokens); `kv_probes` the key/value probes of attn_kv, a
+    count of its own (8, the spec's M): with one probe the softmax is identically 1 and attn_kv is mean pooling
+    plus a constant vector. For learnable_tokens the model passes the mask of the appended tokens' positions,
+    so pooling is their mean."""
 
-    def __init__(self, strategy: str, d: int, *, k: int = 1, num_probes: int = 1, num_heads: int = 4):
+    def __init__(self, strategy: str, d: int, *, k: int = 1, num_probes: int = 1, kv_probes: int = 8,
+                 num_heads: int = 4):
         super().__init__()
         if strategy not in POOLINGS:
             raise ValueError(f"parameter 'pooling': unknown strategy {strategy!r}; use one of {list(POOLINGS)}")
-        if k < 1 or num_probes < 1:
-            raise ValueError(f"parameters 'pooling_k' and 'num_probes' must be >= 1, got {k} and {num_probes}")
+        if min(k, num_probes, kv_probes) < 1:
+            raise ValueError(f"parameters 'pooling_k', 'num_probes' and 'kv_probes' must be >= 1, got {k}, "
+                             f"{num_probes} and {kv_probes}")
         self.strategy, self.k = strategy, k
         if strategy == "attn_query":
             self.attention = AttentionQueryPool(d, num_probes, num_heads)
         elif strategy == "attn_kv":
-            self.attention = AttentionKVPool(d, num_probes)
+            self.attention = AttentionKVPool(d, kv_probes)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         s = self.strategy
@@ -130,7 +136,7 @@ class Pooler(nn.Module):
 
 class LearnableTokens(nn.Module):
     """`num_tokens` trained embeddings inserted right after the last real token of every row (so they see the
-    whole text even under a causal mask); pads move behind them, whichever side they were on."""
+    whole text even under a causal mask): right pads move behind them, left pads stay in front."""
 
     def __init__(self, d: int, num_tokens: int):
         super().__init__()
