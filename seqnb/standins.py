@@ -70,6 +70,9 @@ STANDINS: dict[str, StandIn] = {
     "wmt/wmt19": StandIn(
         "dataset", "config de-en: `translation` {de, en}; train, validation",
         "German-English pairs from a small bilingual lexicon with correct articles and verb-second order"),
+    "haoranxu/FLORES-200": StandIn(
+        "dataset", "config de-en: a `de-en` {de, en} column; test (FLORES-200 devtest, 1,012 rows on the hub)",
+        "sentence pairs from the same lexicon as the wmt/wmt19 stand-in"),
     "EdinburghNLP/xsum": StandIn(
         "dataset", "config default: document, summary, id; train, validation, test (the Parquet conversion's "
         "layout, default/<split>/0000.parquet)",
@@ -152,23 +155,30 @@ def _news_sentence(r: random.Random) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Rows per dataset: each builder returns {config: {split: (features, rows as a dict of columns)}}
 
+def _de_en_pair(r: random.Random) -> dict:
+    """A German sentence and its English translation, {"de": ..., "en": ...}."""
+    (en1, de1, g1), (en2, de2, g2) = r.choice(DE_SUBJECTS), r.choice(DE_OBJECTS)
+    (ea1, da1), (ea2, da2) = r.choice(DE_ADJS), r.choice(DE_ADJS)
+    ev, dv = r.choice(DE_VERBS)
+    nom = {"m": "der", "f": "die", "n": "das"}[g1]
+    acc, acc_ending = {"m": ("den", "en"), "f": ("die", "e"), "n": ("das", "e")}[g2]
+    subj_de, obj_de = f"{nom} {da1}e {de1}", f"{acc} {da2}{acc_ending} {de2}"
+    if r.random() < 0.4:  # a time adverb first: the German verb stays second
+        et, dt = r.choice(DE_TIMES)
+        return {"en": f"{et}, the {ea1} {en1} {ev} the {ea2} {en2}.", "de": f"{dt} {dv} {subj_de} {obj_de}."}
+    return {"en": f"The {ea1} {en1} {ev} the {ea2} {en2}.", "de": f"{_cap(subj_de)} {dv} {obj_de}."}
+
+
 def _wmt19(n: int, seed: int) -> dict:
     features = Features({"translation": Translation(languages=["de", "en"])})
-
-    def pair(r: random.Random) -> dict:
-        (en1, de1, g1), (en2, de2, g2) = r.choice(DE_SUBJECTS), r.choice(DE_OBJECTS)
-        (ea1, da1), (ea2, da2) = r.choice(DE_ADJS), r.choice(DE_ADJS)
-        ev, dv = r.choice(DE_VERBS)
-        nom = {"m": "der", "f": "die", "n": "das"}[g1]
-        acc, acc_ending = {"m": ("den", "en"), "f": ("die", "e"), "n": ("das", "e")}[g2]
-        subj_de, obj_de = f"{nom} {da1}e {de1}", f"{acc} {da2}{acc_ending} {de2}"
-        if r.random() < 0.4:  # a time adverb first: the German verb stays second
-            et, dt = r.choice(DE_TIMES)
-            return {"en": f"{et}, the {ea1} {en1} {ev} the {ea2} {en2}.", "de": f"{dt} {dv} {subj_de} {obj_de}."}
-        return {"en": f"The {ea1} {en1} {ev} the {ea2} {en2}.", "de": f"{_cap(subj_de)} {dv} {obj_de}."}
-
-    return {"de-en": {split: (features, {"translation": [pair(r) for _ in range(n)]})
+    return {"de-en": {split: (features, {"translation": [_de_en_pair(r) for _ in range(n)]})
                       for split in ("train", "validation") for r in [_rng(seed, "wmt19", split)]}}
+
+
+def _flores200(n: int, seed: int) -> dict:
+    features = Features({"de-en": {"de": Value("string"), "en": Value("string")}})
+    r = _rng(seed, "flores200", "test")
+    return {"de-en": {"test": (features, {"de-en": [_de_en_pair(r) for _ in range(n)]})}}
 
 
 def _xsum(n: int, seed: int) -> dict:
@@ -488,6 +498,7 @@ def _ms_marco(n: int, seed: int) -> dict:
 # hub id -> (builder, path of a split's Parquet file in the hub repo's layout)
 _DATASETS: dict[str, tuple[Callable[[int, int], dict], str]] = {
     "wmt/wmt19": (_wmt19, "{config}/{split}-00000-of-00001.parquet"),
+    "haoranxu/FLORES-200": (_flores200, "{config}/{split}-00000-of-00001.parquet"),
     "EdinburghNLP/xsum": (_xsum, "{config}/{split}/0000.parquet"),  # the refs/convert/parquet layout
     "baber/logiqa2": (_logiqa2, "{config}/{split}-00000-of-00001.parquet"),
     "wikimedia/wikipedia": (_wikipedia, "{config}/{split}-00000-of-00001.parquet"),

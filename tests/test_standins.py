@@ -16,6 +16,7 @@ ROWS = 24
 GLUE_SPLITS = ("train", "validation", "test")
 SCHEMAS = {
     "wmt/wmt19": {"de-en": (("translation",), ("train", "validation"))},
+    "haoranxu/FLORES-200": {"de-en": (("de-en",), ("test",))},
     "EdinburghNLP/xsum": {None: (("document", "summary", "id"), ("train", "validation", "test"))},
     "baber/logiqa2": {"logiqa2": (("id", "answer", "text", "type", "question", "options"),
                                   ("train", "validation", "test"))},
@@ -88,6 +89,7 @@ def test_every_hub_id_of_the_paper_presets_has_a_stand_in():
 
     named = {GLUE_ID, MSMARCO_ID}
     named |= {t.dataset_id for t in warmup_experiment.TEXT_TASKS.values()}
+    named |= {t.eval_dataset[0] for t in warmup_experiment.TEXT_TASKS.values() if t.eval_dataset}
     named |= {t[0] for t in self_generated_experiment.TEXT_TASKS.values()}
     for name in notebook_specs():
         cfg = resolve_config(name, "paper", {"device": "cpu"})
@@ -152,6 +154,8 @@ def test_dataset_contents_are_consistent_with_the_schema(use_mirror):
         assert bool(r["context"]) == (r["category"] in ("closed_qa", "information_extraction", "summarization"))
     pair = load_hub_dataset("wmt/wmt19", "de-en", split="validation")[0]["translation"]
     assert pair["en"].endswith(".") and pair["de"].endswith(".") and pair["de"] != pair["en"]
+    pair = load_hub_dataset("haoranxu/FLORES-200", "de-en", split="test")[0]["de-en"]
+    assert set(pair) == {"de", "en"} and pair["de"] != pair["en"]
 
 
 def test_stand_ins_are_deterministic_under_the_seed(tmp_path):

@@ -1,5 +1,6 @@
 import math
 import string
+from dataclasses import replace
 
 import pytest
 import torch
@@ -373,6 +374,8 @@ PAPER_METRICS = {"translation": {"bleu", "chrf++"}, "summarization": {"rouge1", 
 def hub_row(task, i):
     if task == "translation":
         return {"translation": {"de": f"das haus {i}", "en": f"the house {i}"}}
+    if task == "flores":  # FLORES-200's hub layout: one `de-en` column
+        return {"de-en": {"de": f"der baum {i}", "en": f"the tree {i}"}}
     if task == "summarization":
         return {"document": f"story {i}. " + "the cat sat on the mat. " * 4, "summary": f"a cat {i}.", "id": str(i)}
     return {"text": f"passage {i}: " + "all birds fly. " * 4, "question": f"what follows from {i}?",
@@ -382,9 +385,12 @@ def hub_row(task, i):
 def paper_cfg(root, task, train_rows=12, splits=None, **kw):
     """The paper preset at a micro size on a local dataset folder (`train_rows` training rows and 6 in the task's
     evaluation split) and a 1-layer model over printable characters saved as a 'pretrained' folder."""
-    splits = splits or ("train", ex.TEXT_TASKS[task].eval_split)
+    splits = splits or ("train", "validation" if task == "translation" else ex.TEXT_TASKS[task].eval_split)
     DatasetDict({s: Dataset.from_list([hub_row(task, i) for i in range(train_rows if s == "train" else 6)])
                  for s in splits}).save_to_disk(root / "data")
+    if task == "translation":  # evaluated on a FLORES-200-style folder, as the preset evaluates on FLORES-200
+        DatasetDict(test=Dataset.from_list([hub_row("flores", i) for i in range(6)])).save_to_disk(root / "flores")
+        kw = {"eval_dataset_id": str(root / "flores"), **kw}
     tok = char_tokenizer(string.printable)
     arch = "decoder" if task == "multiple_choice" else "encoder_decoder"
     if arch == "decoder":
@@ -405,6 +411,10 @@ def paper_cfg(root, task, train_rows=12, splits=None, **kw):
 def test_paper_task_runs_on_local_folders(tmp_path, task):
     cfg = paper_cfg(tmp_path, task)
     exp = ex.run_experiment(cfg)
+    if task == "translation":  # trained on the WMT-style folder, scored on the FLORES-style one
+        assert all(p.startswith(cfg.task_prefix + "das haus ") for p in exp.data["train"]["prompt"])
+        assert all(p.startswith(cfg.task_prefix + "der baum ") for p in exp.data["test"]["prompt"])
+        assert all(t.startswith("the tree ") for t in exp.data["test"]["target"])
     res = exp.results
     assert set(res) == {"sft", "warmup", "warmup_swap"} and len(exp.data["test"]) == 4
     assert all(set(res[arm]) >= PAPER_METRICS[task] for arm in res)
@@ -450,6 +460,9 @@ def test_paper_task_defaults_and_data_errors(tmp_path):
         return ex.dataset_source(cfg)
 
     assert source() == ("wmt/wmt19", "de-en")
+    cfg = resolve_config("01_warmup_generations", preset="paper", device="cpu", precision="no")
+    assert ex.eval_source(cfg) == ("haoranxu/FLORES-200", "de-en", "test")
+    assert ex.eval_source(replace(cfg, task="summarization")) == ("EdinburghNLP/xsum", None, "test")
     assert source(task="summarization") == ("EdinburghNLP/xsum", None)
     assert source(task="multiple_choice") == ("baber/logiqa2", "logiqa2")
     assert source(task="multiple_choice", dataset_id="mine") == ("mine", None)
@@ -457,5 +470,7 @@ def test_paper_task_defaults_and_data_errors(tmp_path):
         ex.prepare(paper_cfg(tmp_path, "summarization", dataset_id="seqnb-nobody/not-a-dataset"))
     with pytest.raises(ValueError, match="'dataset_id'.*'test'"):
         ex.prepare(paper_cfg(tmp_path / "no_test", "multiple_choice", splits=("train", "validation")))
+    with pytest.raises(ValueError, match="'eval_dataset_id'.*'test'"):
+        ex.prepare(paper_cfg(tmp_path / "no_flores", "translation", eval_dataset_id=str(tmp_path / "no_flores" / "data")))
     with pytest.raises(ValueError, match="n_train"):  # 2 training rows: less than one batch of 4
         ex.prepare(paper_cfg(tmp_path / "small", "translation", train_rows=2))

@@ -1,10 +1,9 @@
 """01_warmup_generations: SFT vs Warmup Generations (Li et al. 2025, arXiv 2502.12304).
 
 Tiny preset: the PRS-8 toy (pretrained running sums; notebook 01, "A task where a warmup can help").
-Paper preset: mT5-base on WMT19 de-en (the paper's headline setting); `task` switches to XSum or LogiQA 2.0
-(with the model and lengths overridden). Values the paper does not give
-(K, L_w, sampling, weight temperature, learning rates, step counts) are our defaults, not the
-authors'.
+Paper preset: mT5-base trained on WMT19 de-en and scored on FLORES-200 devtest (the paper's headline setting);
+`task` switches to XSum or LogiQA 2.0 (with the model and lengths overridden). Values the paper does not give
+(K, L_w, sampling, weight temperature, learning rates, step counts) are our defaults, not the authors'.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ class Config(RunConfig):
     # which arms and seeds run (left out of each training run's fingerprint: adding one reuses finished runs)
     selection_fields: ClassVar[tuple[str, ...]] = ("n_sweep", "controls")
     # "running_sums": x = n_digits digits, y = their sum mod 10 (the PRS-n toy); the paper's tasks (paper
-    # preset): "translation" (source -> target sentences, WMT19), "summarization" (document -> summary, XSum),
-    # "multiple_choice" (passage, question and options A-D -> the answer letter, LogiQA 2.0)
+    # preset): "translation" (source -> target sentences, WMT19; FLORES-200), "summarization" (document ->
+    # summary, XSum), "multiple_choice" (passage, question and options A-D -> the answer letter, LogiQA 2.0)
     task: str = bounded(choices=("running_sums", "translation", "summarization", "multiple_choice"))
     n_digits: int = bounded(8, min=2)
     n_train: int = bounded(min=1)  # stage-1 training examples (tiny: one epoch = max_steps * batch_size)
@@ -64,6 +63,10 @@ class Config(RunConfig):
     # an empty dataset_config with a dataset_id of your own means no config
     dataset_id: str = ""
     dataset_config: str = ""
+    # the evaluation set, when it is another dataset ("" = the task's: FLORES-200 devtest for translation, else
+    # the evaluation split of dataset_id)
+    eval_dataset_id: str = ""
+    eval_dataset_config: str = ""
     # translation only
     source_lang: str = ""
     target_lang: str = ""
