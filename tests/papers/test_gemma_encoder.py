@@ -256,6 +256,46 @@ def test_dropout_is_active_in_training_only():
     assert GemmaEncoderModel.from_decoder(tiny_gemma3(), encoder_dropout=0.0).dropout_hooks == []
 
 
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_residual_dropout_keeps_each_branch_on_its_eval_scale(family):
+    """Residual dropout acts on what each branch adds to the residual stream (after Gemma's post-norms, as T5Gemma
+    places it), so averaged over masks a branch's training output equals its evaluation output."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if family == "gemma3":
+        decoder = tiny_gemma3()
+    else:
+        torch.manual_seed(0)
+        decoder = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    model = GemmaEncoderModel.from_decoder(decoder, pooling="mean", num_labels=2, encoder_dropout=0.5)
+    layer = model.backbone.layers[0]
+    branch = layer.post_attention_layernorm if family == "gemma3" else layer.self_attn
+    seen = []
+    branch.register_forward_hook(lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).detach()))
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    for sub in (m for m in model.backbone.modules() if hasattr(m, "attention_dropout")):
+        sub.attention_dropout = 0.0  # only residual dropout acts: layer 0's branch input is the same in every pass
+    with torch.no_grad():
+        model.eval()(ids)
+        evaluated = seen.pop()
+        model.train()
+        for _ in range(600):
+            model(ids)
+    trained = torch.stack(seen).mean(0)
+    assert (trained - evaluated).norm() / evaluated.norm() < 0.1  # before Gemma's post-norm: about 0.3 off
+
+
+def test_pooling_spread_leaves_first_k_out():
+    """max - min over the poolers other than first-K, per mask, only with three of them or more."""
+    acc = {"first_k1": 0.5, "last_k1": 0.7, "mean": 0.9, "attn_query": 0.8}
+    results = {f"causal|{p}": {"acc": a} for p, a in acc.items()}
+    results |= {f"bidirectional|{p}": {"acc": a + 0.1} for p, a in acc.items() if p != "attn_query"}
+    spread = ex.with_pooling_spread(results, "acc")
+    assert spread["causal"]["pooling_spread"] == pytest.approx(0.2)  # 0.9 - 0.7; first_k1 at 0.5 left out
+    assert "bidirectional" not in spread  # two poolers besides first-K
+
+
 def test_model_losses_by_head_type():
     """Each head's loss on rows that differ: ranking groups are consecutive rows (0, 1, 2) and (3, 4, 5)."""
     decoder = tiny_gemma3()

@@ -72,6 +72,15 @@ def _residual_dropout(p: float, module: nn.Module, args, output):
     return F.dropout(output, p, module.training)
 
 
+def residual_branches(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The last module of each residual branch of a decoder layer, whose output residual dropout acts on: with
+    Gemma 2/3's sandwich norms, the post-attention and post-feed-forward norms (as T5Gemma places it: dropout after
+    the norm keeps train and eval on one scale); else (Llama-style) the attention and the MLP themselves."""
+    if hasattr(layer, "pre_feedforward_layernorm"):
+        return layer.post_attention_layernorm, layer.post_feedforward_layernorm
+    return layer.self_attn, layer.mlp
+
+
 class GemmaEncoderModel(PreTrainedModel):
     """A decoder's body as an encoder: backbone → `Pooler` → head (`GemmaEncoderConfig`). The name is the paper's;
     nothing is Gemma-specific. The backbone is any Llama-style decoder body whose attention mask transformers
@@ -115,7 +124,7 @@ class GemmaEncoderModel(PreTrainedModel):
         self.dropout_hooks = []
         if p > 0:
             for layer in self.backbone.layers:
-                for sub in (layer.self_attn, layer.mlp):
+                for sub in residual_branches(layer):
                     self.dropout_hooks.append(sub.register_forward_hook(partial(_residual_dropout, p)))
         self.post_init()
 
