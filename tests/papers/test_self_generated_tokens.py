@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from seqnb.collate import IGNORE_INDEX
+from seqnb.collate import IGNORE_INDEX, pad_sequences
 from seqnb.config import ConfigError
 from seqnb.decoding import greedy, restrict
 from seqnb.metrics import edit_distance
@@ -99,6 +99,31 @@ def test_batch_targets_and_answer_replacement_with_ragged_prompts():
     mask = torch.tensor([[False, True, True], [True, False, True]])
     u = b.with_answers(new, mask)
     assert u[0].tolist() == [1, 5, 6, 7, 80, 90] and u[1].tolist() == [1, 5, 71, 8, 0, 0]  # pad untouched
+
+
+def test_bash_mixes_each_rows_own_pool_tokens_at_its_own_positions():
+    """BASH takes row i's own tokens from pool row idx[i] at exactly its mixed positions; gold, labels, pad stay."""
+    I = IGNORE_INDEX
+    batch = sg.collate([{"prompt": [1, 2, 3], "answer": [11, 12, 13, 14], "idx": 2},
+                        {"prompt": [1, 2], "answer": [21, 22], "idx": 0},
+                        {"prompt": [1], "answer": [31, 32, 33], "idx": 3}], pad_id=0)
+    pool = torch.tensor([[100, 101, 102], [110, 111, 112], [120, 121, 0], [130, 131, 132]])  # 100 + 10 row + a
+    lens = torch.tensor([3, 3, 2, 3])  # pool row 2 shorter than its answer, pool row 0 longer
+    full = torch.tensor([[1, 2, 3, 120, 121, 13, 14],  # every valid position mixed (eps = 1)
+                         [1, 2, 100, 101, 0, 0, 0],
+                         [1, 130, 131, 132, 0, 0, 0]])
+    valid = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)  # a < min(|y|, |yhat|)
+    for p_max in (1.0, 0.5):
+        step = sg.SelfGenStep(arm="bash", eps_start=0, total_steps=1, schedule="const", p_max=p_max, seed=7,
+                              regenerate=lambda m: (pool, lens))
+        inputs, attention, targets, _, _ = step.build(None, batch, 1)
+        mask = sg.mixing_mask(valid, p_max, torch.Generator().manual_seed(1_000_003 * 7 + 2))  # the step's coins
+        assert 0 < mask.sum() < valid.sum() if p_max < 1 else torch.equal(mask, valid)
+        want = batch.input_ids.clone()
+        for i, a in mask.nonzero().tolist():
+            want[i, batch.ans_start[i] + a] = full[i, batch.ans_start[i] + a]
+        assert torch.equal(inputs, want) and torch.equal(attention, batch.attention_mask)
+        assert targets.tolist() == [[I, I, 11, 12, 13, 14, I], [I, 21, 22, I, I, I, I], [31, 32, 33, I, I, I, I]]
 
 
 # ------------------------------------------------------------------------------------------------- RAC
@@ -299,6 +324,61 @@ def test_rac_edit_step_builds_aligned_targets_for_text_answers():
     kept = [t for t in targets[0].tolist() if t != IGNORE_INDEX]
     assert kept[:2] == [11, 12] and kept[-1] == eos  # reference up to the first error, reference suffix after
     assert 12 not in kept[2:]  # the own duplicate is never a target
+
+
+TEXT = char_tokenizer("abcdefghijklmnopqrstuvwxyz ?:\n")
+EOS = TEXT.eos_token_id
+
+
+def _text_ids(s):  # characters; "$" is EOS and "_" an ignored target
+    return [EOS if ch == "$" else IGNORE_INDEX if ch == "_" else TEXT.convert_tokens_to_ids(ch) for ch in s]
+
+
+def _text_build(arm, alignment, gold, own, seed=0):
+    """Rows as the text tasks encode them (<bos> prompt, answer + EOS), the own answers as a pool (EOS, then pad)
+    in reverse row order, and what the arm builds at eps = 1: (batch, (inputs, attention, targets, ...))."""
+    rows = [{"prompt": TEXT(f"capital of {c}?\nanswer:")["input_ids"], "answer": _text_ids(y), "idx": len(gold) - 1 - i}
+            for i, (c, y) in enumerate(gold)]
+    pool = pad_sequences([_text_ids(o) for o in reversed(own)], TEXT.pad_token_id)
+    lens = torch.tensor([len(o) for o in reversed(own)])
+    step = sg.SelfGenStep(arm=arm, eps_start=0, total_steps=1, schedule="const", p_max=1.0, rac_alignment=alignment,
+                          pad_id=TEXT.pad_token_id, eos_id=EOS, regenerate=lambda m: (pool, lens), seed=seed)
+    batch = sg.collate(rows, TEXT.pad_token_id)
+    return batch, step.build(None, batch, 1)
+
+
+RAC_EDIT = {  # (country, reference, own answer): every (inputs, targets) the edit gives, one per cut c = k .. last
+    ("france", " paris$", " parris$"): {(" parrs$", " paris$"), (" parris$", " pari_s$"), (" parris$", " pari__$")},
+    ("portugal", " lisbon$", " lisbn$"): {(" lisbn$", " lisbo$")},  # no cut at the own EOS
+    ("switzerland", " bern$", " bern$"): {(" bern$", " bern$")},  # no own error: teacher forcing
+}
+
+
+def test_rac_edit_on_text_gives_the_hand_made_edit_of_each_row_for_every_cut():
+    """RAC-edit on text: each row's context and targets are one of its hand-made edits, and every cut occurs."""
+    seen = set()
+    for seed in range(40):
+        batch, (inputs, attention, targets, _, _) = _text_build(
+            "rac", "edit", [(c, y) for c, y, _ in RAC_EDIT], [o for *_, o in RAC_EDIT], seed)
+        for i, (row, edits) in enumerate(RAC_EDIT.items()):
+            p, n, L = int(batch.ans_start[i]), int(attention[i].sum()), inputs.shape[1]
+            assert attention[i].tolist() == [1] * n + [0] * (L - n) and (inputs[i, n:] == TEXT.pad_token_id).all()
+            assert torch.equal(inputs[i, :p], batch.input_ids[i, :p])  # the prompt is untouched
+            assert (targets[i, : p - 1] == IGNORE_INDEX).all() and (targets[i, n - 1:] == IGNORE_INDEX).all()
+            got = (inputs[i, p:n].tolist(), targets[i, p - 1: n - 1].tolist())
+            match = [e for e in edits if (_text_ids(e[0]), _text_ids(e[1])) == got]
+            assert match, (row, got)
+            seen.add((row, match[0]))
+    assert seen == {(row, e) for row, edits in RAC_EDIT.items() for e in edits}
+
+
+@pytest.mark.parametrize("arm, alignment", [("bash", "position"), ("rac", "edit")])
+def test_own_eos_never_lands_mid_context_on_text(arm, alignment):
+    """On text, an own answer that stops early ("pa$") never puts EOS before the end of a BASH/RAC context."""
+    _, (inputs, attention, *_) = _text_build(arm, alignment, [("france", " paris$"), ("spain", " madrid$")],
+                                             [" pa$", " madrid$"])
+    for row, n in zip(inputs.tolist(), attention.sum(1).tolist()):
+        assert EOS not in row[: n - 1], "".join(TEXT.convert_ids_to_tokens(row[:n]))
 
 
 def test_views_build_headless():

@@ -76,6 +76,19 @@ def test_sm_step_gives_finite_loss_and_gradients(setup):
     assert buffer.n_refreshes == 1 and len(buffer.rows) == cfg.n_rollouts
 
 
+def test_with_gamma_1_the_value_term_reaches_only_the_first_rollout_state(setup):
+    """Sum_t V(s_t) - V(s_t+1) telescopes: at gamma = 1 the value term's gradient on the model's own states is
+    exactly zero except at each rollout's first state; at gamma < 1 the intermediate states get (1 - gamma) dV.
+    L_BC and the expert term read the data only."""
+    cfg, model, vocab = setup
+    data = sm.build_data(cfg)
+    grads = sm.rollout_gradients(model, data, vocab, cfg, (1.0, 0.9))
+    assert grads[1.0]["value"]["intermediate"] == 0.0 and grads[1.0]["value"]["first"] > 1e-6
+    assert grads[0.9]["value"]["intermediate"] > 1e-6
+    assert grads[1.0]["chi2"]["intermediate"] > 0  # the chi^2 term acts on every state, weighted by 1 / (4 alpha)
+    assert all(v == 0.0 for g in grads.values() for t in ("bc", "expert") for v in g[t].values() if v == v)
+
+
 def test_evaluate_reports_every_metric(setup):
     cfg, model, v = setup
     metrics, traces = sm.evaluate(model, v, sm.build_data(cfg)["test"], cfg)

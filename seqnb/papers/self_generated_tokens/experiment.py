@@ -132,7 +132,7 @@ def make_step(arm: str, cfg: Config, task: TaskData) -> SelfGenStep:
                        schedule=cfg.schedule, p_max=cfg.p_max, granularity=cfg.granularity,
                        gen_every=max(1, round(cfg.gen_every_epochs * spe)), seed=cfg.seed, allowed=task.allowed,
                        regenerate=regenerate if arm in ("bash", "rac") else None,
-                       rac_alignment=cfg.rac_alignment, w_corr=cfg.w_corr, pad_id=task.pad)
+                       rac_alignment=cfg.rac_alignment, w_corr=cfg.w_corr, pad_id=task.pad, eos_id=task.eos)
 
 
 def run_arm(arm: str, cfg: Config, task: TaskData, init_model, embed=None, callbacks=()) -> ArmRun:

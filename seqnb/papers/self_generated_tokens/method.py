@@ -252,7 +252,7 @@ class SelfGenStep:
         def regenerate(m):  # the offline pool: the model's own greedy answer (16 tokens at most) to every prompt
             return greedy_answers(m, [r["prompt"] for r in rows], 16, pad_id=eos, eos_id=eos)
         step = SelfGenStep(arm="bash", eps_start=0, total_steps=2, schedule="const", p_max=0.5, regenerate=regenerate,
-                           pad_id=eos)
+                           pad_id=eos, eos_id=eos)
         batch = collate(rows, pad_id=eos)
         loss, logs = step(model, batch, 0)
         loss.backward()
@@ -271,6 +271,7 @@ class SelfGenStep:
     rac_alignment: str = "position"
     w_corr: float = 1.0
     pad_id: int = 0
+    eos_id: int | None = None  # the end token: an own answer's EOS is never mixed in or kept in a RAC prefix
     cost: Cost = field(default_factory=Cost)
 
     def __post_init__(self):
@@ -322,6 +323,9 @@ class SelfGenStep:
             return self._mixed(batch, y_hat, mask, targets, None, eps)
         pool, pool_len = self._pool(model, step)
         rows, lens = pool[batch.idx.to(pool.device)], pool_len[batch.idx.to(pool.device)]
+        if self.eos_id is not None:  # the model's EOS ends its answer: it never enters a context mid-answer
+            last = rows.gather(1, (lens - 1).clamp(min=0)[:, None])[:, 0]
+            lens = lens - ((last == self.eos_id) & (lens > 0)).long()
         y_hat = _fit(rows, T, self.pad_id).to(batch.answers.device)
         valid = batch.answer_valid & (torch.arange(T, device=y_hat.device)[None] < lens.to(y_hat.device)[:, None])
         if self.arm == "bash":

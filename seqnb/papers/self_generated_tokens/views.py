@@ -167,7 +167,7 @@ def contexts_html(model, task, p_max: float, n_rows: int = 64) -> str:
              ("own greedy answer", html.escape(task.text(own[i, : own_len[i]].tolist())))]
     for arm, seed in [("ss", 0), ("bash", 0), ("bash", 1), ("bash", 2), ("rac", 0), ("rac", 1), ("rac", 2)]:
         step = SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=p_max, allowed=task.allowed,
-                           seed=seed, regenerate=lambda m: (own, own_len), pad_id=task.pad)
+                           seed=seed, regenerate=lambda m: (own, own_len), pad_id=task.pad, eos_id=task.eos)
         inputs = step.build(model, batch, 1)[0]
         ans = inputs[i, batch.ans_start[i]: batch.ans_start[i] + batch.ans_len[i]].tolist()
         marked = "".join(html.escape(task.text([t])) if t == g else

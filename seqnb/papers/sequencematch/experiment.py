@@ -209,6 +209,22 @@ def _train_arm(arm: str, model, data: DatasetDict, vocab: Vocab, cfg: Config, ca
     raise ValueError(f"unknown arm {arm!r}: use one of {ARMS}")
 
 
+def rollout_gradients(model, data: DatasetDict, vocab: Vocab, cfg: Config, gammas: tuple[float, ...]) -> dict:
+    """`SequenceMatchStep.rollout_gradients` of `model` at each discount in `gammas` (the other loss settings are
+    cfg's), on one batch of backspace-augmented data and one of the model's own rollouts, the same for every
+    gamma: {gamma: {term: {"first", "intermediate", "last"}}}."""
+    buffer = RolloutBuffer(data["train"]["prompt"], vocab, cfg)
+    rollouts = buffer.batch(model)
+    rows = augmented_set(data["train"].select(range(cfg.batch_size)), vocab, cfg.task, cfg.p_noise, cfg.seed)
+    batch = collate_actions(list(rows), bksp_id=vocab.bksp, pad_id=vocab.pad).to(model_device(model))
+    out = {}
+    for gamma in gammas:
+        step = SequenceMatchStep(rollouts=lambda: rollouts, eos_id=vocab.eos, allowed=vocab.allowed, beta=cfg.beta,
+                                 alpha=cfg.alpha, gamma=gamma, lam=cfg.lam)
+        out[gamma] = step.rollout_gradients(model, batch)
+    return out
+
+
 def injected_first_tokens(test: Dataset, vocab: Vocab, task: str, seed: int) -> list[list[int]]:
     """One wrong first answer token per prompt (a foreign digit for the permutation task, another answer token
     than the reference's first otherwise), the same for every model."""

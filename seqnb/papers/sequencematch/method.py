@@ -14,7 +14,8 @@ transitions (backspace-augmented), P = transitions of the model's own rollouts, 
 
 where r* replaces r by v on inserted noise tokens (the environment's perturbation, not the expert's choice).
 Training mixes it with behaviour cloning: L = (1 - beta) L_BC + beta L_SM. With lam = 1 and alpha -> inf the
-loss reduces to the token NLL (a test checks this limit).
+loss reduces to the token NLL when every token is an allowed action (a test checks this limit; L_BC's softmax runs
+over the whole vocabulary, the soft values over the allowed actions only).
 
 Taught in notebooks/03_sequencematch.ipynb, § "The loss, as computed from logits".
 """
@@ -139,18 +140,46 @@ class SequenceMatchStep:
 
     def __call__(self, model, data: ActionBatch, step: int):
         pol = self.rollouts().to(data.input_ids.device)
-        allowed = self.allowed.to(data.input_ids.device)
-        logits_d, logits_p = data.forward(model), pol.forward(model)
-        r_d, v_d = soft_values(logits_d, data.actions, data.transition, self.eos_id, self.gamma, allowed)
-        r_p, v_p = soft_values(logits_p, pol.actions, pol.transition, self.eos_id, self.gamma, allowed)
-        terms = sm_terms(r_d, v_d, data.transition[:, :-1], data.noise[:, 1:], r_p, v_p, pol.transition[:, :-1],
-                         alpha=self.alpha, lam=self.lam)
-        bc = bc_loss(logits_d, data)
+        bc, terms = self.parts(data.forward(model), pol.forward(model), data, pol)
         # L = (1 - beta) L_BC + beta L_SM
         loss = (1 - self.beta) * bc + self.beta * terms.total
         logs = {"loss": loss.detach(), "bc": bc.detach(), "sm_expert": terms.expert.detach(),
                 "sm_value": terms.value.detach(), "sm_chi2": terms.chi2.detach()}
         return loss, logs
+
+    def parts(self, logits_d: torch.Tensor, logits_p: torch.Tensor, data: ActionBatch,
+              pol: ActionBatch) -> tuple[torch.Tensor, SMTerms]:
+        """L_BC and the terms of L_SM from the logits of the data batch and of the rollout batch."""
+        allowed = self.allowed.to(logits_d.device)
+        r_d, v_d = soft_values(logits_d, data.actions, data.transition, self.eos_id, self.gamma, allowed)
+        r_p, v_p = soft_values(logits_p, pol.actions, pol.transition, self.eos_id, self.gamma, allowed)
+        terms = sm_terms(r_d, v_d, data.transition[:, :-1], data.noise[:, 1:], r_p, v_p, pol.transition[:, :-1],
+                         alpha=self.alpha, lam=self.lam)
+        return bc_loss(logits_d, data), terms
+
+    def rollout_gradients(self, model, data: ActionBatch) -> dict[str, dict[str, float]]:
+        """Where each weighted term of the loss pushes the model's own rollout states: the root-mean-square norm
+        of its gradient with respect to the logits of a state, over the first state of each rollout (the last
+        prompt token), its intermediate states and its last state. {term: {"first", "intermediate", "last"}}."""
+        pol = self.rollouts().to(data.input_ids.device)
+        with torch.no_grad():
+            logits_d, logits_p = data.forward(model).float(), pol.forward(model).float()
+        logits_p.requires_grad_(True)
+        bc, terms = self.parts(logits_d, logits_p, data, pol)
+        weighted = {"bc": (1 - self.beta) * bc, "expert": self.beta * terms.expert,
+                    "value": self.beta * terms.value, "chi2": self.beta * terms.chi2}
+        states = pol.transition.clone()
+        first = states & ~torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], 1)
+        last = states & ~torch.cat([states[:, 1:], torch.zeros_like(states[:, :1])], 1)
+        where = {"first": first, "intermediate": states & ~first & ~last, "last": last & ~first}
+        out = {}
+        for name, term in weighted.items():
+            grad = torch.autograd.grad(term, logits_p, retain_graph=True, allow_unused=True)[0] \
+                if term.requires_grad else None  # L_BC reads the data batch only
+            norms = torch.zeros(states.shape) if grad is None else grad.norm(dim=-1).cpu()
+            out[name] = {k: float(norms[m.cpu()].square().mean().sqrt()) if m.any() else float("nan")
+                         for k, m in where.items()}
+        return out
 
 
 def bc_step(model, data: ActionBatch, step: int):
