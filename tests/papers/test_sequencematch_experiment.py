@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -89,12 +90,27 @@ def test_with_gamma_1_the_value_term_reaches_only_the_first_rollout_state(setup)
     assert all(v == 0.0 for g in grads.values() for t in ("bc", "expert") for v in g[t].values() if v == v)
 
 
+def test_heldout_perplexity_scores_each_reference_token_once(setup):
+    """Batched, padded perplexity = exp of the token-weighted mean NLL of each answer + EOS, row by row, unpadded."""
+    cfg, model, vocab = setup
+    test = sm.build_data(cfg)["test"].select(range(4))
+    total, count = 0.0, 0
+    for prompt, target in zip(test["prompt"], test["target"]):
+        p, y = vocab.prompt_ids(prompt), vocab.target_ids(target)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p + y])).logits[0].float(), -1)
+        total -= sum(logp[len(p) - 1 + i, t].item() for i, t in enumerate(y))
+        count += len(y)
+    assert len({len(t) for t in test["target"]}) > 1  # rows of different lengths: padding is exercised
+    assert sm.heldout_perplexity(model, vocab, test) == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
 def test_evaluate_reports_every_metric(setup):
     cfg, model, v = setup
     metrics, traces = sm.evaluate(model, v, sm.build_data(cfg)["test"], cfg)
     assert set(metrics) == {f"{k}_{t}" for k in ("acc", "bksp_per_gen", "cap_hit_rate")
-                            for t in ["greedy"] + [f"t{t}" for t in sm.EVAL_TEMPERATURES]} | {"recovery_first"}
-    assert all(0 <= x <= cfg.max_actions for x in metrics.values())
+                            for t in ["greedy"] + [f"t{t}" for t in sm.EVAL_TEMPERATURES]} | {"recovery_first", "ppl"}
+    assert all(0 <= x <= cfg.max_actions for k, x in metrics.items() if k != "ppl") and metrics["ppl"] > 1
     assert all(t.n_forced == 1 for t in traces["injected"])
     again, _ = sm.evaluate(model, v, sm.build_data(cfg)["test"], cfg)
     assert again == metrics  # same torch seed for sampling
