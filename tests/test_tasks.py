@@ -42,6 +42,18 @@ def test_addition_test_covers_every_length_and_longer_ones_are_longer():
     assert all(len(p) == 12 for p in longest)
 
 
+def test_permutation_test_prompts_never_appear_in_training():
+    """Four-digit prompts recur in 2,000 training rows; none of the held-out prompts may be one of them."""
+    from seqnb.tasks import is_permutation_answer, permutation
+
+    data = permutation(n_train=2000, n_test=300, min_k=4, max_k=5, seed=0)
+    train = set(data["train"]["prompt"])
+    assert len(train) < 2000  # duplicates within training exist: the check below is not vacuous
+    assert not train & set(data["test"]["prompt"]) and len(data["test"]) == 300
+    assert all(is_permutation_answer(r["prompt"], r["target"]) for r in data["test"])
+    assert data["train"][:5] == permutation(n_train=2000, n_test=1, min_k=4, max_k=5, seed=0)["train"][:5]
+
+
 def test_sort_digits():
     data = sort_digits(n_train=50, n_test=10, length=16, seed=0)
     assert len(data["train"]) == 50 and len(data["test"]) == 10

@@ -78,17 +78,25 @@ def permutation(*, n_train: int, n_test: int, min_k: int, max_k: int, seed: int)
     """`k` distinct digits (k uniform in min_k..max_k) -> a uniformly random permutation of them.
 
     Every permutation is a correct answer, so sampling at temperature 1 is the natural decoding and a model's
-    own sampled errors (a repeated or foreign digit) are what compounds; see `is_permutation_answer`.
+    own sampled errors (a repeated or foreign digit) are what compounds; see `is_permutation_answer`. No test
+    prompt appears in training (short prompts would often: there are only 5,040 of four digits).
     """
     _check_counts(n_train=n_train, n_test=n_test, min_k=min_k)
     if not min_k <= max_k <= 10:
         raise ValueError(f"parameters 'min_k'/'max_k': need min_k <= max_k <= 10, got {min_k}, {max_k}")
     rng = random.Random(seed)
-    rows = []
-    for _ in range(n_train + n_test):
+
+    def draw() -> dict:
         digits = rng.sample("0123456789", rng.randint(min_k, max_k))
-        rows.append({"prompt": "".join(digits) + SEP, "target": "".join(rng.sample(digits, len(digits)))})
-    return DatasetDict(train=Dataset.from_list(rows[:n_train]), test=Dataset.from_list(rows[n_train:]))
+        return {"prompt": "".join(digits) + SEP, "target": "".join(rng.sample(digits, len(digits)))}
+
+    train = [draw() for _ in range(n_train)]
+    seen, test = {r["prompt"] for r in train}, []
+    while len(test) < n_test:
+        row = draw()
+        if row["prompt"] not in seen:
+            test.append(row)
+    return DatasetDict(train=Dataset.from_list(train), test=Dataset.from_list(test))
 
 
 def is_permutation_answer(prompt: str, answer: str) -> bool:
