@@ -31,7 +31,7 @@ REHEARSAL: dict[str, dict[str, Any]] = {
         _LOOP, n_train_docs=24, n_test_docs=4, k=4, planner_ff_dim=32, planner_steps=2, batch_size=4,
         planner_batch_size=4, eval_batch_size=4, max_tokens=48, mix_ratios=(0.5,))),
     "03_sequencematch": dict(config=dict(
-        _LOOP, n_train=64, n_eval=4, pretrain_steps=2, batch_size=4, roll_every=1, n_rollouts=4, max_actions=12,
+        _LOOP, n_train=40, n_eval=4, pretrain_steps=2, batch_size=4, roll_every=1, n_rollouts=4, max_actions=12,
         max_value=20)),
     "04_self_generated_tokens": dict(config=dict(
         _LOOP, n_train=8, n_eval=2, max_prompt_len=48, max_answer_len=8, batch_size=4, grad_accum=1,

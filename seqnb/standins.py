@@ -73,6 +73,9 @@ STANDINS: dict[str, StandIn] = {
     "haoranxu/FLORES-200": StandIn(
         "dataset", "config de-en: a `de-en` {de, en} column; test (FLORES-200 devtest, 1,012 rows on the hub)",
         "sentence pairs from the same lexicon as the wmt/wmt19 stand-in"),
+    "deepmind/math_dataset": StandIn(
+        "dataset", "config arithmetic__add_or_sub_in_base: question, answer; train, test",
+        "questions regenerated in the sub-task's form by seqnb.tasks.add_or_sub_in_base"),
     "EdinburghNLP/xsum": StandIn(
         "dataset", "config default: document, summary, id; train, validation, test (the Parquet conversion's "
         "layout, default/<split>/0000.parquet)",
@@ -179,6 +182,16 @@ def _flores200(n: int, seed: int) -> dict:
     features = Features({"de-en": {"de": Value("string"), "en": Value("string")}})
     r = _rng(seed, "flores200", "test")
     return {"de-en": {"test": (features, {"de-en": [_de_en_pair(r) for _ in range(n)]})}}
+
+
+def _math_dataset(n: int, seed: int) -> dict:
+    from seqnb.tasks import add_or_sub_in_base
+
+    features = Features({"question": Value("string"), "answer": Value("string")})
+    data = add_or_sub_in_base(n_train=n, n_test=n, max_value=1000, seed=seed)
+    return {"arithmetic__add_or_sub_in_base": {
+        split: (features, {"question": [p.strip() for p in data[split]["prompt"]], "answer": data[split]["target"]})
+        for split in ("train", "test")}}
 
 
 def _xsum(n: int, seed: int) -> dict:
@@ -499,6 +512,7 @@ def _ms_marco(n: int, seed: int) -> dict:
 _DATASETS: dict[str, tuple[Callable[[int, int], dict], str]] = {
     "wmt/wmt19": (_wmt19, "{config}/{split}-00000-of-00001.parquet"),
     "haoranxu/FLORES-200": (_flores200, "{config}/{split}-00000-of-00001.parquet"),
+    "deepmind/math_dataset": (_math_dataset, "{config}/{split}-00000-of-00001.parquet"),
     "EdinburghNLP/xsum": (_xsum, "{config}/{split}/0000.parquet"),  # the refs/convert/parquet layout
     "baber/logiqa2": (_logiqa2, "{config}/{split}-00000-of-00001.parquet"),
     "wikimedia/wikipedia": (_wikipedia, "{config}/{split}-00000-of-00001.parquet"),

@@ -17,6 +17,7 @@ GLUE_SPLITS = ("train", "validation", "test")
 SCHEMAS = {
     "wmt/wmt19": {"de-en": (("translation",), ("train", "validation"))},
     "haoranxu/FLORES-200": {"de-en": (("de-en",), ("test",))},
+    "deepmind/math_dataset": {"arithmetic__add_or_sub_in_base": (("question", "answer"), ("train", "test"))},
     "EdinburghNLP/xsum": {None: (("document", "summary", "id"), ("train", "validation", "test"))},
     "baber/logiqa2": {"logiqa2": (("id", "answer", "text", "type", "question", "options"),
                                   ("train", "validation", "test"))},

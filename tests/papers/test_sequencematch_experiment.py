@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+from datasets import Dataset
 
 from seqnb.papers import resolve_config
 from seqnb.papers.sequencematch import experiment as sm
@@ -157,6 +158,29 @@ def test_arithmetic_task_with_a_local_pretrained_model(tmp_path):
     assert 0 <= metrics["acc_greedy"] <= 1
     explorer = viz.TraceExplorer({"sm": model}, v, cfg, value="In base 7, what is 52 - 4?")
     assert "<code" in explorer.ask("In base 7, what is 52 - 4?") and "question like" in explorer.ask("2+2")
+
+
+def test_arithmetic_questions_from_a_hub_style_folder(tmp_path):
+    """The DeepMind data's layout (config arithmetic__add_or_sub_in_base, question/answer with a trailing newline):
+    prompts and targets stripped, n_train / n_eval rows, no test question among the training ones."""
+    from datasets import DatasetDict
+
+    questions = [f"In base 7, what is {i} + 1?" for i in range(12)]
+    answers = [str(i + 1) for i in range(12)]
+    DatasetDict(train=Dataset.from_dict({"question": [q + "\n" for q in questions], "answer": answers}),
+                test=Dataset.from_dict({"question": [q + "\n" for q in questions[:6] + questions[:2]],
+                                        "answer": answers[:6] + answers[:2]})
+                ).save_to_disk(tmp_path / "math" / sm.MATH_CONFIG)
+    cfg = resolve_config("03_sequencematch", output_dir=str(tmp_path / "run"), task="add_or_sub_in_base",
+                         dataset_id=str(tmp_path / "math"), n_train=4, n_eval=2)
+    data = sm.build_data(cfg)
+    assert len(data["train"]) == 4 and len(data["test"]) == 2
+    assert all(p.endswith("? ") and p.strip() in questions for p in data["train"]["prompt"])
+    assert not set(data["train"]["prompt"]) & set(data["test"]["prompt"])
+    assert all(answers[questions.index(p.strip())] == t for p, t in zip(data["test"]["prompt"], data["test"]["target"]))
+    with pytest.raises(ValueError, match="'n_train'/'n_eval'"):
+        sm.build_data(resolve_config("03_sequencematch", output_dir=str(tmp_path / "run"), task="add_or_sub_in_base",
+                                     dataset_id=str(tmp_path / "math"), n_train=4, n_eval=7))
 
 
 def test_missing_hub_model_offline_names_model_name(tmp_path):

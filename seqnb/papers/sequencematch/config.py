@@ -19,6 +19,9 @@ class Config(RunConfig):
     min_k: int = bounded(4, min=1)
     max_k: int = bounded(8, min=1)
     max_value: int = bounded(1000, min=1)
+    # add_or_sub_in_base: the DeepMind mathematics data by hub id or local folder (question, answer; config
+    # arithmetic__add_or_sub_in_base), or "" to regenerate questions of the same form (offline)
+    dataset_id: str = ""
     n_train: int = bounded(min=1)
     n_eval: int = bounded(min=1)  # held-out prompts for every evaluation
     # model: "scratch" builds a GPT-2-style decoder from a config; anything else is a hub id or local folder
@@ -65,7 +68,8 @@ SPEC = NotebookSpec(
         # step counts, lr, beta, alpha and the rollout schedule are our choices: the paper's could not be read)
         "paper": dict(
             device="cuda", precision="bf16", num_threads=0,
-            task="add_or_sub_in_base", max_value=10_000, n_train=100_000, n_eval=200,
+            task="add_or_sub_in_base", dataset_id="deepmind/math_dataset", max_value=10_000, n_train=100_000,
+            n_eval=200,
             model_name="gpt2", n_layer=12, d_model=768, n_head=12,
             pretrain_steps=2_000, pretrain_lr=5e-5,
             max_steps=2_000, batch_size=32, lr=5e-5, warmup_steps=100, eval_every=2_000, ckpt_every=500,

@@ -4,8 +4,9 @@ Tasks (`cfg.task`):
 - `permutation` (tiny preset): k distinct digits -> any permutation of them. Correct = the edited answer is a
   permutation of the prompt's digits. Noise is ground-truth-like: a digit invalid at that point (not in the
   prompt, or already written), then `<bksp>`.
-- `add_or_sub_in_base` (paper preset): the paper's arithmetic sub-task, regenerated. Correct = the edited answer
-  equals the reference. Noise is random: another answer token, then `<bksp>`.
+- `add_or_sub_in_base` (paper preset): the paper's arithmetic sub-task, from the DeepMind mathematics data on the
+  hub (`dataset_id`) or regenerated. Correct = the edited answer equals the reference. Noise is random: another
+  answer token, then `<bksp>`.
 Either way a correct generation must end with EOS.
 """
 
@@ -26,7 +27,7 @@ from seqnb.models import add_special_tokens, build_decoder, load_pretrained
 from seqnb.papers.sequencematch.config import Config
 from seqnb.record import Claim
 from seqnb.runtime import model_device, seeded_generator
-from seqnb.tasks import is_permutation_answer, load_task
+from seqnb.tasks import is_permutation_answer, load_hub_dataset, load_task
 from seqnb.tokenizers import char_tokenizer
 from seqnb.train import TrainArgs, TrainResult, sft_step, train
 from seqnb.papers.sequencematch.backspace import ActionBatch, Trace, collate_actions, generate_with_backspace, insert_backspace_noise
@@ -69,8 +70,34 @@ def build_data(cfg: Config) -> DatasetDict:
     if cfg.task == "permutation":  # max_k <= 9 (the config checks it): a foreign digit exists to inject
         return load_task("permutation", n_train=cfg.n_train, n_test=cfg.n_eval, min_k=cfg.min_k,
                          max_k=cfg.max_k, seed=cfg.seed)
+    if cfg.dataset_id:
+        return math_dataset(cfg)
     return load_task("add_or_sub_in_base", n_train=cfg.n_train, n_test=cfg.n_eval, max_value=cfg.max_value,
                      seed=cfg.seed)
+
+
+MATH_CONFIG = "arithmetic__add_or_sub_in_base"
+
+
+def math_dataset(cfg: Config) -> DatasetDict:
+    """n_train questions of the DeepMind mathematics sub-task from its `train` split and n_eval from `test` (both
+    shuffled with the seed), as prompt ("<question> ") and target (the answer); no test question is a training one."""
+    splits = load_hub_dataset(cfg.dataset_id, MATH_CONFIG, param="dataset_id")
+
+    def rows(split: str, n: int, skip: set[str]) -> list[dict]:
+        out = []
+        for row in splits[split].shuffle(seed=cfg.seed):
+            question = row["question"].strip()
+            if question not in skip:
+                out.append({"prompt": question + " ", "target": row["answer"].strip()})
+            if len(out) == n:
+                return out
+        raise ValueError(f"parameter 'n_train'/'n_eval': {cfg.dataset_id!r} split {split!r} has fewer than {n} "
+                         "usable questions; lower it")
+
+    train = rows("train", cfg.n_train, set())
+    return DatasetDict(train=Dataset.from_list(train),
+                       test=Dataset.from_list(rows("test", cfg.n_eval, {r["prompt"].strip() for r in train})))
 
 
 def build_model(cfg: Config, data: DatasetDict):
