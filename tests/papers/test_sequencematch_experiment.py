@@ -194,8 +194,9 @@ def test_missing_hub_model_offline_names_model_name(tmp_path):
 
 def test_claims_follow_the_calibration(tmp_path):
     tiny = sm.claims(resolve_config("03_sequencematch", output_dir=str(tmp_path)))
-    assert {c.id for c in tiny if c.asserted} == {"sm_beats_mle_sampled_accuracy", "bksp_beats_mle_sampled_accuracy",
-                                                  "bksp_recovers_bc", "bksp_recovers_sm"}
+    assert {c.id for c in tiny if c.asserted} == {"sm_beats_mle_sampled_accuracy", "sm_beats_mle_sampled_accuracy_t1",
+                                                  "bksp_beats_mle_sampled_accuracy", "bksp_recovers_bc",
+                                                  "bksp_recovers_sm"}
     assert not any(c.asserted for c in tiny if c.baseline == "bc_bksp")
     other = sm.claims(resolve_config("03_sequencematch", output_dir=str(tmp_path), task="add_or_sub_in_base"))
     assert other and not any(c.asserted for c in other)  # no calibration outside the tiny preset
