@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
 
-from seqnb.collate import IGNORE_INDEX, PadCollator, to_device, tokenize_pairs
+from seqnb.collate import PadCollator, tokenize_pairs
 from seqnb.experiment import ArmRun, training_cost
+from seqnb.metrics import mean_token_nll, perplexity
 from seqnb.models import add_special_tokens, build_decoder, load_pretrained
 from seqnb.papers.sequencematch.config import Config
 from seqnb.record import Claim
@@ -265,17 +265,11 @@ def injected_first_tokens(test: Dataset, vocab: Vocab, task: str, seed: int) -> 
     return out
 
 
-@torch.no_grad()
 def heldout_perplexity(model, vocab: Vocab, test: Dataset) -> float:
     """exp of the mean NLL of the reference answers (with EOS) given their prompts, teacher-forced, under the
     model's whole softmax: the perplexity the paper reports SequenceMatch to trade for accuracy."""
-    model.eval()
     rows = tokenize_pairs(test, vocab.tokenizer).select_columns(["input_ids", "labels"])
-    batch = to_device(PadCollator(vocab.pad)(list(rows)), model_device(model))
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return float(torch.exp(nll / (labels != IGNORE_INDEX).sum()))
+    return perplexity(mean_token_nll(model, rows, PadCollator(vocab.pad)))
 
 
 def evaluate(model, vocab: Vocab, test: Dataset, cfg: Config) -> tuple[dict[str, float], dict]:
