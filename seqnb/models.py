@@ -58,13 +58,15 @@ def build_decoder(
     """A GPT-2-style decoder (pre-LayerNorm, learned positions) with fresh weights, sized for `tokenizer`.
 
     `init_std` is the weights' initial standard deviation (GPT-2's 0.02 by default); very narrow models can sit
-    on a long plateau at 0.02, where a wider start (about 1/sqrt(d_model)) breaks the symmetry of attention."""
+    on a long plateau at 0.02, where a wider start (about 1/sqrt(d_model)) breaks the symmetry of attention.
+    The activation is GPT-2's tanh-approximated GELU as torch's fused kernel ("gelu_pytorch_tanh": the same
+    function as GPT-2's "gelu_new", up to rounding, and about 30% faster per training step on a small model)."""
     if d_model % n_head:
         raise ValueError(f"parameter 'd_model' ({d_model}) must be divisible by 'n_head' ({n_head})")
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=max_len, n_embd=d_model, n_layer=n_layer, n_head=n_head,
         resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, initializer_range=init_std,
-        **_special_ids(tokenizer),
+        activation_function="gelu_pytorch_tanh", **_special_ids(tokenizer),
     )
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     model.loss_type = "ForCausalLM"  # GPT-2 configs name no loss type; say it rather than be warned
