@@ -126,6 +126,71 @@ def test_bash_mixes_each_rows_own_pool_tokens_at_its_own_positions():
         assert targets.tolist() == [[I, I, 11, 12, 13, 14, I], [I, 21, 22, I, I, I, I], [31, 32, 33, I, I, I, I]]
 
 
+def test_random_wrong_tokens_are_uniform_over_the_other_candidates():
+    candidates = torch.tensor([2, 5, 7, 9])
+    y = torch.tensor([5, 9, 3] * 4000)  # 5 and 9 are candidates, 3 is not
+    out = sg.random_wrong_tokens(y, candidates, torch.Generator().manual_seed(0))
+    for gold, others in ((5, [2, 7, 9]), (9, [2, 5, 7]), (3, [2, 5, 7, 9])):
+        got = out[y == gold]
+        counts = torch.stack([(got == t).sum() for t in others]).float() / len(got)
+        assert set(got.tolist()) == set(others), gold  # never the gold token, every other candidate
+        assert torch.allclose(counts, torch.full_like(counts, 1 / len(others)), atol=0.03), (gold, counts)
+    with pytest.raises(ValueError, match="2 candidate"):
+        sg.random_wrong_tokens(y, torch.tensor([4]), torch.Generator())
+
+
+def test_noise_corrupts_exactly_where_bash_puts_own_errors_with_random_wrong_tokens():
+    """The control: at eps = 1 BASH's input differs from gold where the own answer errs; `noise` differs at exactly
+    those positions, with a random digit other than gold, which is the model's own digit only about 1 in 9 times."""
+    allowed = torch.zeros(len(TOK), dtype=torch.bool)
+    allowed[[DIGIT[d] for d in "0123456789"]] = True
+    gen = torch.Generator().manual_seed(3)
+    gold = torch.randint(0, 10, (256, 8), generator=gen)
+    own = torch.where(torch.rand(gold.shape, generator=gen) < 0.3, torch.randint(0, 10, gold.shape, generator=gen),
+                      gold)  # own errors at about 27% of positions, different in every row
+    to_ids = lambda a: torch.tensor([[DIGIT[str(d)] for d in r] for r in a.tolist()])
+    prompt = TOK("1=")["input_ids"]
+    batch = sg.collate([{"prompt": prompt, "answer": to_ids(g[None])[0].tolist(), "idx": i}
+                        for i, g in enumerate(gold)], TOK.pad_token_id)
+    pool = (to_ids(own), torch.full((256,), 8))
+    built = {}
+    for arm in ("bash", "noise"):
+        step = sg.SelfGenStep(arm=arm, eps_start=0, total_steps=1, schedule="const", p_max=1.0, allowed=allowed,
+                              regenerate=lambda m: pool, pad_id=TOK.pad_token_id, seed=0)
+        built[arm] = step.build(None, batch, 1)
+    start = len(prompt)
+    gold_in, bash_in, noise_in = (t[:, start: start + 8] for t in (batch.input_ids, built["bash"][0], built["noise"][0]))
+    assert torch.equal(bash_in, to_ids(own))
+    assert torch.equal(noise_in != gold_in, bash_in != gold_in)  # the same corrupted positions
+    changed = bash_in != gold_in
+    assert allowed[noise_in].all() and changed.sum() > 400
+    assert 0.07 < (noise_in[changed] == bash_in[changed]).float().mean() < 0.16  # own digit ~ 1/9 by chance
+    assert torch.equal(built["noise"][2], built["bash"][2])  # the same reference targets
+
+
+def test_bash_tf_pool_is_the_teacher_forced_argmax_of_every_row(small):
+    """BASH's second reading mixes the snapshot's argmax p(. | x, y_<t): row by row, unpadded, pad beyond."""
+    from seqnb.papers.self_generated_tokens.exposure import teacher_forced_answers
+
+    cfg, model, task = small
+    rows = [task.train_rows[0], {**task.train_rows[1], "answer": task.train_rows[1]["answer"][:3]}]  # ragged
+    model.train()
+    pred, lens = teacher_forced_answers(model, rows, pad_id=task.pad, allowed=task.allowed, batch_size=1)
+    assert model.training and lens.tolist() == [cfg.length, 3]
+    model.eval()
+    with torch.no_grad():
+        for i, r in enumerate(rows):
+            logits = model(input_ids=torch.tensor([r["prompt"] + r["answer"]])).logits[0]
+            at = torch.arange(len(r["answer"])) + len(r["prompt"]) - 1
+            assert pred[i, : lens[i]].tolist() == greedy(restrict(logits[at], task.allowed)).tolist()
+    model.train()
+    assert pred[1, 3:].tolist() == [task.pad] * (cfg.length - 3)
+    step = ex.make_step("bash_tf", cfg, task)
+    pool, pool_len = step.regenerate(model)
+    want, _ = teacher_forced_answers(model, task.train_rows, pad_id=task.pad, allowed=task.allowed)
+    assert torch.equal(pool, want) and pool_len.tolist() == [cfg.length] * len(task.train_rows)
+
+
 # ------------------------------------------------------------------------------------------------- RAC
 def test_rac_cut_on_the_hand_made_example():
     y = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]])
@@ -342,7 +407,8 @@ def _text_build(arm, alignment, gold, own, seed=0):
     pool = pad_sequences([_text_ids(o) for o in reversed(own)], TEXT.pad_token_id)
     lens = torch.tensor([len(o) for o in reversed(own)])
     step = sg.SelfGenStep(arm=arm, eps_start=0, total_steps=1, schedule="const", p_max=1.0, rac_alignment=alignment,
-                          pad_id=TEXT.pad_token_id, eos_id=EOS, regenerate=lambda m: (pool, lens), seed=seed)
+                          pad_id=TEXT.pad_token_id, eos_id=EOS, regenerate=lambda m: (pool, lens), seed=seed,
+                          vocab_size=len(TEXT))
     batch = sg.collate(rows, TEXT.pad_token_id)
     return batch, step.build(None, batch, 1)
 
@@ -372,11 +438,13 @@ def test_rac_edit_on_text_gives_the_hand_made_edit_of_each_row_for_every_cut():
     assert seen == {(row, e) for row, edits in RAC_EDIT.items() for e in edits}
 
 
-@pytest.mark.parametrize("arm, alignment", [("bash", "position"), ("rac", "edit")])
+@pytest.mark.parametrize("arm, alignment", [("bash", "position"), ("rac", "edit"), ("bash_tf", "position"),
+                                            ("noise", "position")])
 def test_own_eos_never_lands_mid_context_on_text(arm, alignment):
-    """On text, an own answer that stops early ("pa$") never puts EOS before the end of a BASH/RAC context."""
-    _, (inputs, attention, *_) = _text_build(arm, alignment, [("france", " paris$"), ("spain", " madrid$")],
-                                             [" pa$", " madrid$"])
+    """On text, an own answer that stops early ("pa$") never puts EOS before the end of a BASH/RAC context, nor
+    does a teacher-forced prediction of EOS ("ma$rid$", the pool of BASH's second reading)."""
+    own = [" pa$", " ma$rid$"]
+    _, (inputs, attention, *_) = _text_build(arm, alignment, [("france", " paris$"), ("spain", " madrid$")], own)
     for row, n in zip(inputs.tolist(), attention.sum(1).tolist()):
         assert EOS not in row[: n - 1], "".join(TEXT.convert_ids_to_tokens(row[:n]))
 

@@ -38,7 +38,8 @@ class Config(RunConfig):
     d_model: int = bounded(64, min=8)
     n_head: int = bounded(4, min=1)
     # the methods
-    arms: tuple[str, ...] = ("tf", "ss", "bash", "rac")  # "tf" is the baseline of every comparison
+    # "tf" is the baseline of every comparison; "bash_tf" is BASH's second reading, "noise" its random-token control
+    arms: tuple[str, ...] = ("tf", "ss", "bash", "bash_tf", "rac", "noise")
     n_seeds: int = bounded(1, min=1)  # seeds seed, seed+1, ...: results are seed means with <metric>_std
     schedule: str = bounded("linear", choices=("linear", "exp", "invsigmoid", "const"))
     p_max: float = probability(0.5)  # eps(s) rises from 0 to p_max
@@ -67,12 +68,13 @@ SPEC = NotebookSpec(
     config_cls=Config,
     presets={
         # spec section 10.2: sort N=16, 2048-example pool, 6 epochs = 192 steps, linear eps to 0.5 after
-        # one teacher-forced epoch, offline rounds every 2 epochs
+        # one teacher-forced epoch, offline rounds every 2 epochs; two seeds a run (the baseline swings across
+        # seeds), exposure curves every 1.5 epochs
         "tiny": dict(
-            task="sort", length=16, n_train=2048, n_eval=1024,
+            task="sort", length=16, n_train=2048, n_eval=1024, n_seeds=2,
             n_layer=2, d_model=64, n_head=4,
             max_steps=192, batch_size=64, lr=3e-3, weight_decay=0.01, warmup_steps=30, grad_clip=1.0,
-            log_every=8, eval_every=32, ckpt_every=96,
+            log_every=8, eval_every=48, ckpt_every=96,
             schedule="linear", p_max=0.5, eps_start_epochs=1.0, gen_every_epochs=2.0, embedder="ngram",
         ),
         # our choices (the paper's models, data sizes and hyper-parameters could not be read): Qwen2.5-0.5B

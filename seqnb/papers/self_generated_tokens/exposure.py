@@ -40,6 +40,19 @@ def greedy_answers(model, prompts: list[list[int]], max_new: int, *, pad_id: int
     return torch.cat(tokens), torch.cat(lengths)
 
 
+def teacher_forced_answers(model, rows: list[dict], *, pad_id: int, allowed: torch.Tensor | None = None,
+                           batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row {prompt, answer}, argmax p(. | x, y_<t) at every answer position (the gold prefix), in eval
+    mode: tokens [N, T] (pad beyond each answer) and lengths [N] (the answers')."""
+    was_training = model.training
+    model.eval()
+    y = pad_sequences([r["answer"] for r in rows], pad_id)
+    _, pred = _score(model, rows, y, pad_id, allowed, batch_size)
+    model.train(was_training)
+    lengths = torch.tensor([len(r["answer"]) for r in rows])
+    return pred.masked_fill(torch.arange(y.shape[1])[None] >= lengths[:, None], pad_id), lengths
+
+
 @torch.no_grad()
 def _score(model, rows: list[dict], targets: torch.Tensor, pad_id: int, allowed, batch_size: int):
     """For prompt + rows' answer as context: log p(target_a | prompt, answer_<a) and the argmax, [N, T]."""

@@ -1,5 +1,6 @@
 r"""Self-generated tokens in training (Cen et al., TMLR 2025, arXiv 2410.14655): the schedules, the mixed
-contexts of the four arms, and their step function.
+contexts of its arms (the paper's two methods, two baselines, BASH's second reading and a random-token control), and
+their step function.
 
 Every arm minimises the same reference-target loss on a (possibly) mixed context
 
@@ -13,6 +14,12 @@ and they differ only in where yhat comes from and how the mask m is drawn:
 - `bash`: batch-scheduled sampling: yhat = the model's own free-running greedy answer, generated offline by a
           snapshot every few epochs; m_t ~ Bernoulli(eps) per (example, position) (paper: "stochastically choose"
           between gold and own token, "interleaving"; the granularity is our reading).
+- `bash_tf`: the other reading of BASH ("offline scheduled sampling"): yhat_t = argmax p(. | x, y_<t), the
+          snapshot's teacher-forced predictions for the whole pool, computed offline in the same rounds; the
+          same per-token coin as `bash`.
+- `noise`: a control for `bash`: the same coins on the same offline answers, but every own token that differs
+          from the reference is replaced by a uniformly random wrong token, so the context is corrupted at the same
+          positions and rate as BASH's while the tokens are no longer the model's own.
 - `rac`:  reference-answer-based correction: with probability eps an example keeps the model's own prefix
           yhat_1..yhat_c (c >= the first own error k) and every target stays the reference, so the model learns
           to return to the reference after its own mistakes (the construction is ours: notebook 04 shows it).
@@ -39,7 +46,7 @@ from seqnb.decoding import greedy, restrict
 from seqnb.metrics import prefix_edit_distances
 from seqnb.runtime import generator_state, restore_generator, seeded_generator
 
-ARMS = ("tf", "ss", "bash", "rac")
+ARMS = ("tf", "ss", "bash", "rac", "bash_tf", "noise")
 SCHEDULES = ("linear", "exp", "invsigmoid", "const")
 GRANULARITIES = ("token", "sequence", "batch")
 
@@ -110,6 +117,20 @@ def rac_cut(y: torch.Tensor, y_hat: torch.Tensor, valid: torch.Tensor, eps: floa
     c = k + (torch.rand(B, generator=generator, device=y.device) * span).long().clamp(max=span - 1)
     c = torch.where(use & (k >= 0), c, -1)
     return k, c
+
+
+def random_wrong_tokens(y: torch.Tensor, candidates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per position, a token drawn uniformly from `candidates` (sorted ids) other than y's own token (any
+    candidate where y's token is not one of them)."""
+    n = candidates.numel()
+    if n < 2:
+        raise ValueError(f"random tokens need at least 2 candidate tokens, got {n}")
+    pos = torch.searchsorted(candidates, y).clamp(max=n - 1)
+    is_candidate = candidates[pos] == y
+    # uniform over the n - 1 others: step 1..n-1 places past y's own index (mod n)
+    step = torch.randint(1, n, y.shape, generator=generator, device=y.device)
+    anywhere = torch.randint(0, n, y.shape, generator=generator, device=y.device)
+    return candidates[torch.where(is_candidate, (pos + step) % n, anywhere)]
 
 
 def rac_mask(c: torch.Tensor, T: int) -> torch.Tensor:
@@ -228,11 +249,11 @@ class Cost:
 # -------------------------------------------------------------------------------------------- step fn
 @dataclass
 class SelfGenStep:
-    """`step_fn(model, batch, step)` for `seqnb.train.train`, one class for all four arms; the mixing rate
+    """`step_fn(model, batch, step)` for `seqnb.train.train`, one class for every arm; the mixing rate
     eps(step) follows `schedule` from `eps_start` to `total_steps`.
 
-    `regenerate(model) -> (yhat [M, T], yhat_len [M])` produces the offline pool (BASH/RAC) for every training
-    row (the batch's `idx` says which pool row belongs to which batch row); it is called when a round is due
+    `regenerate(model) -> (yhat [M, T], yhat_len [M])` produces the offline pool (every arm but TF and SS) for
+    every training row (the batch's `idx` says which pool row belongs to which batch row); it is called when a round is due
     (every `gen_every` steps, the first at the first step with eps > 0). `state_dict` holds the pool, the
     sampling generator's state and the cost, so a resumed run continues bit-identically.
 
@@ -272,12 +293,15 @@ class SelfGenStep:
     w_corr: float = 1.0
     pad_id: int = 0
     eos_id: int | None = None  # the end token: an own answer's EOS is never mixed in or kept in a RAC prefix
+    vocab_size: int | None = None  # `noise` without `allowed`: random tokens from the vocabulary (not pad/EOS)
     cost: Cost = field(default_factory=Cost)
 
     def __post_init__(self):
         if self.arm not in ARMS:
             raise ValueError(f"parameter 'arms': unknown arm {self.arm!r}, use some of {list(ARMS)}")
-        if self.arm in ("bash", "rac") and self.regenerate is None:
+        if self.arm == "noise" and self.allowed is None and self.vocab_size is None:
+            raise ValueError("arm 'noise' needs `allowed` or `vocab_size` (where its random tokens come from)")
+        if self.arm not in ("tf", "ss") and self.regenerate is None:
             raise ValueError(f"arm {self.arm!r} needs `regenerate` (the offline generation of the pool)")
         if self.rac_alignment not in ("position", "edit"):
             raise ValueError(f"parameter 'rac_alignment': unknown {self.rac_alignment!r}, use 'position' or 'edit'")
@@ -328,8 +352,13 @@ class SelfGenStep:
             lens = lens - ((last == self.eos_id) & (lens > 0)).long()
         y_hat = _fit(rows, T, self.pad_id).to(batch.answers.device)
         valid = batch.answer_valid & (torch.arange(T, device=y_hat.device)[None] < lens.to(y_hat.device)[:, None])
-        if self.arm == "bash":
+        if self.eos_id is not None:  # nor a teacher-forced prediction of EOS before the reference ends
+            valid &= y_hat != self.eos_id
+        if self.arm in ("bash", "bash_tf", "noise"):
             mask = mixing_mask(valid, eps, self.generator, self.granularity)
+            if self.arm == "noise":  # the same corrupted positions, random wrong tokens instead of the own ones
+                wrong = random_wrong_tokens(batch.answers, self._candidates(y_hat.device), self.generator)
+                y_hat = torch.where(y_hat != batch.answers, wrong, y_hat)
             return self._mixed(batch, y_hat, mask, targets, None, eps)
         k, c = rac_cut(batch.answers, y_hat, valid, eps, self.generator)
         if self.rac_alignment == "edit":
@@ -341,6 +370,13 @@ class SelfGenStep:
             weights = 1.0 + (self.w_corr - 1.0) * (batch.targets(corr.long()) == 1).float()
         return self._mixed(batch, y_hat, rac_mask(c, T) & valid, targets, weights, eps,
                            {"rac_frac": (c >= 0).float().mean()})
+
+    def _candidates(self, device) -> torch.Tensor:
+        """The tokens `noise` draws from: the allowed answer tokens, or the vocabulary without pad and EOS."""
+        if self.allowed is not None:
+            return self.allowed.to(device).nonzero()[:, 0]
+        ids = torch.arange(self.vocab_size, device=device)
+        return ids[(ids != self.pad_id) & (ids != (-1 if self.eos_id is None else self.eos_id))]
 
     def _mixed(self, batch, y_hat, mask, targets, weights, eps, logs=None):
         inputs = batch.with_answers(y_hat, mask)

@@ -12,8 +12,10 @@ import pandas as pd
 from IPython.display import display
 from matplotlib.figure import Figure
 
-COLORS = {"tf": "tab:gray", "ss": "tab:blue", "bash": "tab:green", "rac": "tab:red"}
-NAMES = {"tf": "teacher forcing", "ss": "scheduled sampling", "bash": "BASH", "rac": "RAC"}
+COLORS = {"tf": "tab:gray", "ss": "tab:blue", "bash": "tab:green", "rac": "tab:red", "bash_tf": "tab:olive",
+          "noise": "tab:purple"}
+NAMES = {"tf": "teacher forcing", "ss": "scheduled sampling", "bash": "BASH", "rac": "RAC",
+         "bash_tf": "BASH, teacher-forced reading", "noise": "random tokens (control)"}
 
 
 def plot_exposure(curves: dict[str, list[dict]], index: int = -1) -> Figure:
@@ -154,20 +156,25 @@ def contexts_html(model, task, p_max: float, n_rows: int = 64) -> str:
     import torch
 
     from seqnb.papers.self_generated_tokens.method import SelfGenStep, collate
-    from seqnb.papers.self_generated_tokens.exposure import greedy_answers
+    from seqnb.papers.self_generated_tokens.exposure import greedy_answers, teacher_forced_answers
 
     rows = task.train_rows[:n_rows]
     batch = collate(rows, task.pad)
     own, own_len = greedy_answers(model, [r["prompt"] for r in rows], task.answer_len, pad_id=task.pad,
                                   eos_id=task.eos, allowed=task.allowed)
+    pools = {"bash_tf": teacher_forced_answers(model, rows, pad_id=task.pad, allowed=task.allowed)}
     n_wrong = [int((own[j, : len(r["answer"])] != torch.tensor(r["answer"])).sum()) for j, r in enumerate(rows)]
     i = max(range(len(rows)), key=lambda j: n_wrong[j])
     ref = rows[i]["answer"]
     lines = [("reference (every target)", html.escape(task.text(ref))),
              ("own greedy answer", html.escape(task.text(own[i, : own_len[i]].tolist())))]
-    for arm, seed in [("ss", 0), ("bash", 0), ("bash", 1), ("bash", 2), ("rac", 0), ("rac", 1), ("rac", 2)]:
-        step = SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=p_max, allowed=task.allowed,
-                           seed=seed, regenerate=lambda m: (own, own_len), pad_id=task.pad, eos_id=task.eos)
+    draws = [("ss", 0), ("bash", 0), ("bash", 1), ("bash", 2), ("bash_tf", 0), ("noise", 0), ("rac", 0), ("rac", 1),
+             ("rac", 2)]
+    for arm, seed in draws:
+        pool = pools.get(arm, (own, own_len))
+        step = SelfGenStep(arm=arm, eps_start=0, total_steps=1, p_max=p_max, allowed=task.allowed, seed=seed,
+                           regenerate=lambda m, pool=pool: pool, pad_id=task.pad, eos_id=task.eos,
+                           vocab_size=len(task.tokenizer))
         inputs = step.build(model, batch, 1)[0]
         ans = inputs[i, batch.ans_start[i]: batch.ans_start[i] + batch.ans_len[i]].tolist()
         marked = "".join(html.escape(task.text([t])) if t == g else
