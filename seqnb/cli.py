@@ -1,5 +1,6 @@
 """`seqnb list`, `seqnb run <notebook|all> [--preset tiny|paper] [--seed N] [-p NAME VALUE ...]` and
-`seqnb calibrate RUN_DIR ...` (claim margins from runs at calibration seeds).
+`seqnb calibrate RUN_DIR ...` (claim margins from runs at calibration seeds) and `seqnb timings RUN_DIR ...
+[--readme README.md]` (wall time per notebook section, recorded by `run` in metrics.json as `phases_s`).
 
 `run` executes notebooks with papermill into `runs/<notebook>/<preset>-seed<seed>/` (the executed notebook,
 metrics.json and figures) and prints each run's results and claims. A run fails (exit 1) when a cell raises,
@@ -49,6 +50,8 @@ def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root
     """Execute one notebook with papermill; returns its run folder."""
     import papermill
 
+    from .record import record_section_times
+
     paths = notebook_paths()
     if name not in paths:
         raise ConfigError("notebook", f"no notebook {name!r}", f"use one of {sorted(paths)} or 'all'")
@@ -65,6 +68,7 @@ def run_notebook(name: str, preset: str, seed: int, params: dict, *, output_root
         str(paths[name]), str(out / f"{name}.ipynb"), kernel_name="python3", cwd=str(paths[name].parent),
         parameters={**params, "preset": preset, "seed": seed, "output_dir": str(out.resolve())},
     )
+    record_section_times(out, out / f"{name}.ipynb")
     return out
 
 
@@ -94,7 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--out", type=Path, default=project_root() / "benchmarks")
     calib = sub.add_parser("calibrate", help="claim margins from runs at calibration seeds (not seed 0)")
     calib.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.json) of one notebook")
+    timings = sub.add_parser("timings", help="wall time per notebook section, from runs' metrics.json")
+    timings.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.json)")
+    timings.add_argument("--readme", type=Path, default=None, help="write the table into this README's block")
     args = parser.parse_args(argv)
+
+    if args.command == "timings":
+        from .record import load_metrics, timings_table, write_timings
+
+        table = timings_table([load_metrics(run) for run in args.runs])
+        if args.readme:
+            write_timings(args.readme, table)
+        print(table)
+        return 0
 
     if args.command == "calibrate":
         from .record import calibrate, load_metrics

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 PRESET_NAMES = ("tiny", "paper")
 LR_SCHEDULES = ("cosine", "constant")  # the learning rate after warm-up (seqnb.train.TrainArgs.lr_schedule)
+TRACKERS = ("auto", "tensorboard", "none")  # where losses also go (seqnb.train.TrainArgs.log_with)
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,8 @@ class RunConfig:
     device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
     precision: str = bounded("no", choices=("no", "bf16", "fp16"))
     num_threads: int = bounded(2, min=0)  # torch CPU threads; 0 keeps torch's default
+    # losses and eval metrics also go to <run dir>/tensorboard ("auto": when TensorBoard is installed; or "none")
+    log_with: str = bounded("auto", choices=TRACKERS)
     # the training loop
     max_steps: int = bounded(min=0)
     batch_size: int = bounded(min=1)

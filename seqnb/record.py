@@ -87,6 +87,8 @@ def write_metrics(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write `<cfg.output_dir>/metrics.json` and return its path."""
+    from .train import TIMINGS
+
     for variant, metrics in results.items():
         for name, value in metrics.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -101,12 +103,58 @@ def write_metrics(
         "claims": [{**asdict(c), "holds": c.holds(results)} for c in claims],
         "config": cfg.to_dict(),
         "environment": environment(),
+        "train_runs_s": dict(TIMINGS),  # every training run of this process: its training and evaluation time
         **(extra or {}),
     }
     path = cfg.run_dir / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def section_times(notebook: dict[str, Any]) -> dict[str, float]:
+    """Wall seconds per section of a notebook executed by papermill: its per-cell durations summed under each
+    `## ` heading (cells before the first heading are "setup"), in the notebook's order."""
+    times, section = {}, "setup"
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            heading = next((line[3:].strip() for line in "".join(cell["source"]).splitlines()
+                            if line.startswith("## ")), None)
+            section = heading or section
+        elif cell["cell_type"] == "code":
+            duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+            times[section] = round(times.get(section, 0.0) + (duration or 0.0), 2)
+    return times
+
+
+def record_section_times(run_dir: Path, notebook_path: Path) -> None:
+    """Add the executed notebook's `section_times` to the run's metrics.json as `phases_s`."""
+    path = run_dir / METRICS_FILE
+    metrics = json.loads(path.read_text())
+    metrics["phases_s"] = section_times(json.loads(notebook_path.read_text()))
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+TIMINGS_START, TIMINGS_END = "<!-- timings: written by `seqnb timings --readme` -->", "<!-- timings end -->"
+
+
+def timings_table(runs: list[dict[str, Any]], top: int = 3) -> str:
+    """A markdown table from runs' metrics.json: notebook, wall time, and the sections that take the most."""
+    lines = ["| notebook | run (s) | where the time goes (s) |", "|---|---|---|"]
+    for m in sorted(runs, key=lambda m: m["notebook"]):
+        phases = sorted(m.get("phases_s", {}).items(), key=lambda kv: -kv[1])[:top]
+        where = "; ".join(f"{name} {sec:.0f}" for name, sec in phases) or "(no section times: run it with seqnb run)"
+        lines.append(f"| {m['notebook']} ({m['preset']}, seed {m['seed']}) | {m['runtime_s']:.0f} | {where} |")
+    return "\n".join(lines)
+
+
+def write_timings(readme: Path, table: str) -> None:
+    """Replace the block between the timings markers of `readme` with `table`."""
+    text = readme.read_text()
+    if TIMINGS_START not in text or TIMINGS_END not in text:
+        raise ValueError(f"{readme} has no timings block: add the lines {TIMINGS_START!r} and {TIMINGS_END!r}")
+    head, rest = text.split(TIMINGS_START, 1)
+    readme.write_text(f"{head}{TIMINGS_START}\n{table}\n{TIMINGS_END}{rest.split(TIMINGS_END, 1)[1]}")
 
 
 def measured_once(path: Path, values: dict[str, float] | None) -> dict[str, float]:

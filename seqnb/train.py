@@ -17,15 +17,18 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.state import AcceleratorState
 from datasets import Dataset
@@ -34,10 +37,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .config import LR_SCHEDULES, ConfigError, RunConfig, bounded, validate
+from .config import LR_SCHEDULES, TRACKERS, ConfigError, RunConfig, bounded, validate
 from .runtime import seeded_generator
 
 StepFn = Callable[[torch.nn.Module, Any, int], tuple[torch.Tensor, dict[str, Any]]]
+# wall seconds of every `train` call in this process, by run name: {"train_s", "eval_s", "steps"} (the steps it
+# trained here; a reloaded run trains none); `seqnb.record.write_metrics` stores them as `train_runs_s`
+TIMINGS: dict[str, dict[str, float]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +60,9 @@ class TrainArgs:
 
     > Where it writes and how it runs (not in the fingerprint)
     output_dir (checkpoints go to `<output_dir>/checkpoints/<name>`), resume, num_threads (torch CPU threads;
-    0 keeps torch's default).
+    0 keeps torch's default), log_with (an experiment tracker through accelerate that also gets every logged
+    number: "tensorboard", writing to `<output_dir>/tensorboard/<name>`; "auto": TensorBoard when it is
+    installed; "none").
     """
 
     max_steps: int = bounded(min=0)
@@ -75,8 +83,9 @@ class TrainArgs:
     output_dir: str = "."
     resume: bool = True
     num_threads: int = bounded(0, min=0)
+    log_with: str = bounded("auto", choices=TRACKERS)
 
-    _NOT_COMPUTED = ("output_dir", "resume", "num_threads")
+    _NOT_COMPUTED = ("output_dir", "resume", "num_threads", "log_with")
 
     def __post_init__(self):
         validate(self)
@@ -183,11 +192,18 @@ def train(
         )
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    started, eval_s = time.perf_counter(), 0.0
     if AcceleratorState._shared_state.get("_mixed_precision", args.precision) != args.precision:
         AcceleratorState._reset_state()  # one process may train at several precisions (arms, stand-ins, tests)
+    tracker = tracker_name(args.log_with)
     accelerator = Accelerator(
-        mixed_precision=args.precision, gradient_accumulation_steps=args.grad_accum, cpu=args.device == "cpu"
+        mixed_precision=args.precision, gradient_accumulation_steps=args.grad_accum, cpu=args.device == "cpu",
+        step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, whatever the process count
+        log_with=tracker, project_config=ProjectConfiguration(project_dir=str(args.run_dir),
+                                                              logging_dir=str(args.run_dir / "tensorboard")),
     )
+    if tracker:
+        accelerator.init_trackers(name)
     groups = param_groups or default_param_groups(model)
     optimizer = torch.optim.AdamW(
         [
@@ -225,25 +241,49 @@ def train(
                 if accelerator.sync_gradients and args.grad_clip:
                     logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in micro_logs.items():
                 logs[k] = logs.get(k, 0.0) + v / args.grad_accum
+        scheduler.step()
         step += 1
         bar.update(1)
         if step % args.log_every == 0 or step == args.max_steps:
-            history.log(step, "train", {**logs, "lr": scheduler.get_last_lr()[0]})
+            if accelerator.num_processes > 1:  # each process saw its share of the batch: log their mean
+                logs = {k: accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "mean")
+                        for k, v in logs.items()}
+            _log(history, accelerator, step, "train", {**logs, "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{_to_float(logs.get('loss', float('nan'))):.4f}")
         for callback in callbacks:
             callback(step, accelerator.unwrap_model(model))
         if evaluate is not None and (step % args.eval_every == 0 or step == args.max_steps):
-            history.log(step, "eval", run_eval(evaluate, accelerator.unwrap_model(model)))
+            t_eval = time.perf_counter()
+            _log(history, accelerator, step, "eval", run_eval(evaluate, accelerator.unwrap_model(model)))
+            eval_s += time.perf_counter() - t_eval
         if step % args.ckpt_every == 0 or step == args.max_steps:
             _save(accelerator, ckpt_root, step, history, args)
     bar.close()
+    if tracker:
+        accelerator.end_training()
     model = accelerator.unwrap_model(model)
     model.eval()
+    wall = time.perf_counter() - started
+    TIMINGS[name] = {"train_s": round(wall - eval_s, 2), "eval_s": round(eval_s, 2), "steps": step - resumed_from}
     return TrainResult(model=model, history=history, resumed_from=resumed_from)
+
+
+def tracker_name(log_with: str) -> str | None:
+    """The accelerate tracker `log_with` names ("auto": TensorBoard when it is installed), or None."""
+    if log_with == "auto":
+        return "tensorboard" if importlib.util.find_spec("tensorboard") else None
+    return None if log_with == "none" else log_with
+
+
+def _log(history: History, accelerator: Accelerator, step: int, split: str, values: dict[str, Any]) -> None:
+    """Into the history, and every number also to the tracker as `<split>/<name>`."""
+    history.log(step, split, values)
+    numbers = {f"{split}/{k}": v for k, v in history.records[-1].items()
+               if k not in ("step", "split") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    accelerator.log(numbers, step=step)
 
 
 def run_eval(evaluate: Callable[[torch.nn.Module], dict[str, Any]], model: torch.nn.Module) -> dict[str, Any]:

@@ -149,3 +149,55 @@ def test_only_the_tiny_preset_asserts_and_never_on_the_default_runs_seeds(notebo
             continue
         default_seeds = set(getattr(cfg, "seeds", range(cfg.seed, cfg.seed + getattr(cfg, "n_seeds", 1))))
         assert asserted and all(c.margin > 0 and not default_seeds & set(c.calibrated_on) for c in asserted)
+
+
+def test_section_times_sum_papermill_durations_under_each_heading_and_fill_the_readme_block(tmp_path):
+    from seqnb.record import TIMINGS_END, TIMINGS_START, section_times, timings_table, write_timings
+
+    def code(seconds):
+        return {"cell_type": "code", "source": [], "metadata": {"papermill": {"duration": seconds}}}
+
+    def md(text):
+        return {"cell_type": "markdown", "source": [text], "metadata": {}}
+
+    notebook = {"cells": [md("# Title\n\nintro"), code(1.5), md("## Data\n"), code(0.25), code(0.5),
+                          md("Prose without a heading stays in its section"), code(2.0), md("## Arms, one budget"),
+                          code(40.0), {"cell_type": "code", "source": [], "metadata": {}}]}
+    times = section_times(notebook)
+    assert times == {"setup": 1.5, "Data": 2.75, "Arms, one budget": 40.0} and list(times) == ["setup", "Data",
+                                                                                                  "Arms, one budget"]
+    runs = [{"notebook": "01_b", "preset": "tiny", "seed": 0, "runtime_s": 44.2, "phases_s": times},
+            {"notebook": "00_a", "preset": "tiny", "seed": 0, "runtime_s": 9.0, "phases_s": {"setup": 3.0}}]
+    table = timings_table(runs, top=2)
+    assert table.splitlines()[2:] == ["| 00_a (tiny, seed 0) | 9 | setup 3 |",
+                                      "| 01_b (tiny, seed 0) | 44 | Arms, one budget 40; Data 3 |"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{TIMINGS_START}\nold table\n{TIMINGS_END}\nafter\n")
+    write_timings(readme, table)
+    assert readme.read_text() == f"before\n{TIMINGS_START}\n{table}\n{TIMINGS_END}\nafter\n"
+    readme.write_text("no block")
+    with pytest.raises(ValueError, match="timings block"):
+        write_timings(readme, table)
+
+
+def test_every_training_run_records_its_training_and_evaluation_time(tiny_cfg):
+    from seqnb.papers.quickstart import experiment as qs
+    from seqnb.collate import PadCollator
+    from seqnb.train import TIMINGS, TrainArgs, train
+    import time
+
+    cfg = tiny_cfg(max_steps=4, eval_every=2)
+    data = qs.build_data(cfg)
+    model, tok = qs.build_model(cfg)
+
+    def slow_eval(m):
+        time.sleep(0.2)
+        return {"x": 1.0}
+
+    train(model, qs.train_set(data, tok), TrainArgs.from_config(cfg), collate_fn=PadCollator(tok.pad_token_id),
+          evaluate=slow_eval, name="timed")
+    assert TIMINGS["timed"]["steps"] == 4 and 0.4 <= TIMINGS["timed"]["eval_s"] < 1.0
+    assert TIMINGS["timed"]["train_s"] > 0
+    train(model, qs.train_set(data, tok), TrainArgs.from_config(cfg), collate_fn=PadCollator(tok.pad_token_id),
+          evaluate=slow_eval, name="timed")  # finished: reloads, trains nothing
+    assert TIMINGS["timed"]["steps"] == 0 and TIMINGS["timed"]["eval_s"] == 0

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -208,3 +209,27 @@ def test_train_wants_its_own_arguments(tiny_cfg):
         train(model, data, cfg, collate_fn=collate)
     with pytest.raises(ConfigError, match="grad_accum"):
         TrainArgs(max_steps=2, batch_size=4, lr=1e-3, grad_accum=0)
+
+
+def test_tensorboard_tracker_gets_every_logged_loss_and_eval_metric(tiny_cfg, tmp_path):
+    """With log_with="tensorboard" the run folder's event files parse back (TensorBoard's own reader) to the
+    history's train losses and eval metrics, step by step; "none" writes no event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg(output_dir=str(tmp_path / "tb"), max_steps=20, eval_every=10, log_with="tensorboard")
+    model, _, data, collate = setup_run(cfg)
+    n_evals = itertools.count()
+    history = train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, name="arm",
+                    evaluate=lambda m: {"acc": 0.25 + 0.01 * next(n_evals)}).history
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard" / "arm")).Reload()
+    for tag, (key, split) in {"train/loss": ("loss", "train"), "train/lr": ("lr", "train"),
+                              "eval/acc": ("acc", "eval")}.items():
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        steps, values = history.series(key, split)
+        assert [s for s, _ in got] == steps and [v for _, v in got] == pytest.approx(values, rel=1e-6), tag
+    assert len(steps) == 2 and len(history.series("loss", "train")[0]) == 4
+
+    cfg = tiny_cfg(output_dir=str(tmp_path / "off"), max_steps=5, log_with="none")
+    model, _, data, collate = setup_run(cfg)
+    train(model, data, TrainArgs.from_config(cfg), collate_fn=collate)
+    assert not (tmp_path / "off" / "tensorboard").exists()

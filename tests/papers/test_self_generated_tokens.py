@@ -282,8 +282,11 @@ def test_short_training_cost_accounting_and_summary(small, tmp_path):
                 "wall_s", "gen_s", "extra_fwd", "gen_tokens"):
         assert all(math.isfinite(results[a][key]) for a in cfg.arms), key
     assert [c["step"] for c in ex.curves(runs)["bash"]] == [4, 8]
-    for c in ex.claims(cfg):
-        c.holds(results)  # every claim finds its numbers
+    kept = ex.claims(cfg)
+    for c in kept:
+        c.holds(results)  # every claim of the arms that ran finds its numbers
+    assert {"bash_improves_em", "rac_improves_em"} <= {c.id for c in kept}
+    assert not {c.id for c in kept} & {"noise_improves_em", "bash_tf_improves_em", "own_tokens_matter"}
 
 
 # ------------------------------------------------------------------------------- exposure measurement

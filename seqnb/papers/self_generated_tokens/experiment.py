@@ -245,9 +245,14 @@ CALIBRATION_SEEDS = (2, 3, 4, 5, 6, 7)
 
 
 def claims(cfg: Config) -> list[Claim]:
-    """The paper's claims as checkable rules. Tiny preset (sort): asserted with margins from the calibration seeds,
-    or shown only where the calibration did not resolve them. Paper tasks have no calibration: shown, never
-    asserted."""
+    """The paper's claims as checkable rules, for the arms that ran (cfg.arms). Tiny preset (sort): asserted with
+    margins from the calibration seeds, or shown only where the calibration did not resolve them. Paper tasks have
+    no calibration: shown, never asserted."""
+    ran = {*cfg.arms, "tf@gold", "tf@own"}
+    return [c for c in _claims(cfg) if {c.baseline, c.method} <= ran]
+
+
+def _claims(cfg: Config) -> list[Claim]:
     if cfg.task == "sort" and cfg.preset == "tiny":
         calibrated = dict(asserted=True, calibrated_on=CALIBRATION_SEEDS)
         return [
@@ -256,15 +261,15 @@ def claims(cfg: Config) -> list[Claim]:
             Claim("bash_reduces_acc_err", "BASH accumulates less error than teacher forcing (AccErr)",
                   "acc_err", "tf", "bash", better="lower"),
             Claim("bash_reduces_pct_ex", "BASH narrows the exposure gap (%ExErr) vs teacher forcing",
-                  "pct_ex", "tf", "bash", better="lower", margin=8.0, **calibrated),
+                  "pct_ex", "tf", "bash", better="lower", margin=7.0, **calibrated),
             Claim("bash_reduces_own_prefix_error", "BASH errs less under its own prefixes than teacher forcing",
-                  "fr_err", "tf", "bash", better="lower"),
+                  "fr_err", "tf", "bash", better="lower", margin=0.007, **calibrated),
             Claim("rac_reduces_pct_ex", "RAC narrows the exposure gap (%ExErr) vs teacher forcing",
-                  "pct_ex", "tf", "rac", better="lower", margin=7.0, **calibrated),
+                  "pct_ex", "tf", "rac", better="lower", margin=10.0, **calibrated),
             Claim("rac_reduces_acc_err", "RAC accumulates less error than teacher forcing (AccErr)",
-                  "acc_err", "tf", "rac", better="lower"),
+                  "acc_err", "tf", "rac", better="lower", margin=0.03, **calibrated),
             Claim("bash_improves_em", "BASH improves the end metric (exact match) over teacher forcing",
-                  "em", "tf", "bash"),
+                  "em", "tf", "bash", margin=0.04, **calibrated),
             Claim("rac_improves_em", "RAC improves the end metric (exact match) over teacher forcing",
                   "em", "tf", "rac"),
             Claim("ss_improves_em", "Scheduled sampling improves exact match over teacher forcing",
@@ -272,9 +277,9 @@ def claims(cfg: Config) -> list[Claim]:
             Claim("bash_tf_improves_em", "BASH's teacher-forced reading (offline SS) improves exact match over "
                   "teacher forcing", "em", "tf", "bash_tf"),
             Claim("free_running_reading_beats_tf_reading", "BASH on free-running own answers beats BASH on "
-                  "teacher-forced predictions (exact match)", "em", "bash_tf", "bash"),
+                  "teacher-forced predictions (exact match)", "em", "bash_tf", "bash", margin=0.05, **calibrated),
             Claim("noise_improves_em", "Random wrong tokens at BASH's positions and rate improve exact match over "
-                  "teacher forcing", "em", "tf", "noise"),
+                  "teacher forcing", "em", "tf", "noise", margin=0.05, **calibrated),
             Claim("own_tokens_matter", "BASH beats random wrong tokens at the same positions and rate (exact match)",
                   "em", "noise", "bash"),
         ]
