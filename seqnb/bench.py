@@ -77,7 +77,8 @@ def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int,
                         warmup: int, repeats: int = 2) -> dict:
     """Tokens per second of seqnb's loop and of `Trainer`: same initial weights, data, batch, length, precision,
     optimizer (fused AdamW, cosine schedule, clip 1.0) and number of steps. The two run alternately `repeats`
-    times and each keeps its best run, so neither is favoured by when the machine was busy."""
+    times; each alternation gives one ratio seqnb / Trainer, and the reported ratio is their median (with the
+    smallest and largest), so neither side is favoured by when the machine was busy."""
     model, tok, data = _model_and_data(size, steps * batch_size, seq_len, seed=0)
     collate = PadCollator(tok.pad_token_id)
     out = {"model": size, "parameters": count_parameters(model), "batch_size": batch_size, "seq_len": seq_len,
@@ -103,16 +104,21 @@ def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int,
         Trainer(model=copy.deepcopy(model), args=args, train_dataset=data, data_collator=collate,
                 callbacks=[Tick()]).train()
 
+    speeds = {"seqnb": [], "trainer": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             for who, run_once in (("seqnb", seqnb_run), ("trainer", trainer_run)):
                 _reset_peak_memory()
                 clock = _Clock(warmup)
                 run_once(tmp, clock)
-                out[f"{who}_tokens_per_s"] = max(out.get(f"{who}_tokens_per_s", 0.0),
-                                                 batch_size * seq_len / clock.median)
+                speeds[who].append(batch_size * seq_len / clock.median)
                 out[f"{who}_peak_memory_gib"] = _peak_memory_gib()
-    out["ratio_seqnb_over_trainer"] = out["seqnb_tokens_per_s"] / out["trainer_tokens_per_s"]
+    ratios = [a / b for a, b in zip(speeds["seqnb"], speeds["trainer"])]
+    for who, values in speeds.items():
+        out[f"{who}_tokens_per_s"] = statistics.median(values)
+    out["ratio_seqnb_over_trainer"] = statistics.median(ratios)
+    out["ratio_min"], out["ratio_max"] = min(ratios), max(ratios)
+    out["ratios"] = ratios
     peak = peak_bf16_flops(torch.cuda.get_device_name()) if device == "cuda" else None
     for who in ("seqnb", "trainer"):  # model FLOPs utilisation, 6·N FLOPs per trained token
         out[f"{who}_mfu"] = 6 * out["parameters"] * out[f"{who}_tokens_per_s"] / peak if peak else None
@@ -244,11 +250,11 @@ def run(quick: bool = False) -> dict:
     if device == "cuda":
         training = training_throughput(size="gpt2_small", steps=8 if quick else 60, batch_size=8, seq_len=1024,
                                        device=device, precision="bf16", warmup=2 if quick else 10,
-                                       repeats=1 if quick else 2)
+                                       repeats=1 if quick else 5)
     else:
         training = training_throughput(size="tiny", steps=6 if quick else 150, batch_size=64, seq_len=64,
                                        device=device, precision="no", warmup=2 if quick else 20,
-                                       repeats=1 if quick else 2)
+                                       repeats=1 if quick else 5)
     return {
         "device": device_name(torch.device(device)), "date": date.today().isoformat(), "quick": quick,
         "machine": platform.machine(), "environment": environment(),
@@ -272,7 +278,9 @@ def table(results: dict) -> str:
         f"| seqnb loop ({t['model']}, {t['parameters']:,} params, batch {t['batch_size']} x {t['seq_len']}, "
         f"{t['precision']}) | {t['seqnb_tokens_per_s']:,.0f} |",
         f"| Hugging Face Trainer, same settings | {t['trainer_tokens_per_s']:,.0f} |",
-        f"| ratio seqnb / Trainer | {t['ratio_seqnb_over_trainer']:.2f} |",
+        f"| ratio seqnb / Trainer (median of {t['repeats']} alternations; range) | "
+        f"{t['ratio_seqnb_over_trainer']:.2f} ({t.get('ratio_min', t['ratio_seqnb_over_trainer']):.2f}-"
+        f"{t.get('ratio_max', t['ratio_seqnb_over_trainer']):.2f}) |",
         *([f"| MFU seqnb / Trainer (6·N·tokens/s over dense bf16 peak) | {t['seqnb_mfu']:.1%} / "
            f"{t['trainer_mfu']:.1%} |"] if t["seqnb_mfu"] else []),
         *([f"| peak memory seqnb / Trainer | {t['seqnb_peak_memory_gib']:.1f} / "
@@ -300,7 +308,8 @@ every ratio below in one run on one machine and rewrites this file from every `r
 
 * **Training**: seqnb's loop (`seqnb.train.train`) against Hugging Face `Trainer` with the same initial weights,
   data, batch, sequence length, precision, optimizer (fused AdamW, cosine schedule, clipping at 1.0) and steps;
-  tokens/s from the median step after the warm-up steps; the two alternate twice and each keeps its better run.
+  tokens/s from the median step after the warm-up steps; the two alternate five times, each alternation gives
+  one ratio, and the table shows their median and range (tokens/s: each side's median run).
 * **Methods**: mean seconds per optimizer step (periodic work such as rollouts included) of each paper method that
   has landed against the SFT step on the same model and batch size. The arithmetic minimum is the number of
   padded tokens the method pushes through forward+backward passes per step, relative to the SFT batch.

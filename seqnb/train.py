@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.state import AcceleratorState
 from datasets import Dataset
@@ -197,7 +197,9 @@ def train(
         AcceleratorState._reset_state()  # one process may train at several precisions (arms, stand-ins, tests)
     tracker = tracker_name(args.log_with)
     accelerator = Accelerator(
-        mixed_precision=args.precision, gradient_accumulation_steps=args.grad_accum, cpu=args.device == "cpu",
+        mixed_precision=args.precision, cpu=args.device == "cpu",
+        # one optimizer step per grad_accum micro-batches, also across an epoch's end (the batches never run out)
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.grad_accum, sync_with_dataloader=False),
         step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, whatever the process count
         log_with=tracker, project_config=ProjectConfiguration(project_dir=str(args.run_dir),
                                                               logging_dir=str(args.run_dir / "tensorboard")),

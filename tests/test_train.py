@@ -233,3 +233,23 @@ def test_tensorboard_tracker_gets_every_logged_loss_and_eval_metric(tiny_cfg, tm
     model, _, data, collate = setup_run(cfg)
     train(model, data, TrainArgs.from_config(cfg), collate_fn=collate)
     assert not (tmp_path / "off" / "tensorboard").exists()
+
+
+def test_one_optimizer_step_per_grad_accum_micro_batches_across_epoch_ends(tiny_cfg, monkeypatch):
+    """Two batches an epoch and four micro-batches a step: accelerate would also step at each epoch's end (a
+    partial accumulation, one optimizer step too many); the loop steps exactly max_steps times."""
+    cfg = tiny_cfg(max_steps=3, batch_size=16, grad_accum=4, n_train=32, log_every=1)
+    model, _, data, collate = setup_run(cfg)
+    assert len(data) // cfg.batch_size == 2
+    calls = []
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: calls.append(1) or real_step(self, *a, **k))
+    micro = []
+
+    def step_fn(m, batch, step):
+        micro.append(step)
+        loss = m(**batch).loss
+        return loss, {"loss": loss.detach()}
+
+    train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=step_fn)
+    assert micro == [0] * 4 + [1] * 4 + [2] * 4 and len(calls) == 3
