@@ -139,12 +139,16 @@ TIMINGS_START, TIMINGS_END = "<!-- timings: written by `seqnb timings --readme` 
 
 
 def timings_table(runs: list[dict[str, Any]], top: int = 3) -> str:
-    """A markdown table from runs' metrics.json: notebook, wall time, and the sections that take the most."""
-    lines = ["| notebook | run (s) | where the time goes (s) |", "|---|---|---|"]
+    """A markdown table from runs' metrics.json: notebook, wall time, the sections that take the most, and the
+    training runs inside (how many, their training and their periodic-evaluation seconds)."""
+    lines = ["| notebook | run (s) | where the time goes (s) | training runs: train / eval (s) |", "|---|---|---|---|"]
     for m in sorted(runs, key=lambda m: m["notebook"]):
         phases = sorted(m.get("phases_s", {}).items(), key=lambda kv: -kv[1])[:top]
         where = "; ".join(f"{name} {sec:.0f}" for name, sec in phases) or "(no section times: run it with seqnb run)"
-        lines.append(f"| {m['notebook']} ({m['preset']}, seed {m['seed']}) | {m['runtime_s']:.0f} | {where} |")
+        trained = m.get("train_runs_s", {}).values()
+        inside = (f"{len(trained)}: {sum(t['train_s'] for t in trained):.0f} / {sum(t['eval_s'] for t in trained):.0f}"
+                  if trained else "-")
+        lines.append(f"| {m['notebook']} ({m['preset']}, seed {m['seed']}) | {m['runtime_s']:.0f} | {where} | {inside} |")
     return "\n".join(lines)
 
 

@@ -166,11 +166,13 @@ def test_section_times_sum_papermill_durations_under_each_heading_and_fill_the_r
     times = section_times(notebook)
     assert times == {"setup": 1.5, "Data": 2.75, "Arms, one budget": 40.0} and list(times) == ["setup", "Data",
                                                                                                   "Arms, one budget"]
-    runs = [{"notebook": "01_b", "preset": "tiny", "seed": 0, "runtime_s": 44.2, "phases_s": times},
+    arms = {"a": {"train_s": 30.0, "eval_s": 4.0, "steps": 10}, "b": {"train_s": 5.4, "eval_s": 0.3, "steps": 10}}
+    runs = [{"notebook": "01_b", "preset": "tiny", "seed": 0, "runtime_s": 44.2, "phases_s": times,
+             "train_runs_s": arms},
             {"notebook": "00_a", "preset": "tiny", "seed": 0, "runtime_s": 9.0, "phases_s": {"setup": 3.0}}]
     table = timings_table(runs, top=2)
-    assert table.splitlines()[2:] == ["| 00_a (tiny, seed 0) | 9 | setup 3 |",
-                                      "| 01_b (tiny, seed 0) | 44 | Arms, one budget 40; Data 3 |"]
+    assert table.splitlines()[2:] == ["| 00_a (tiny, seed 0) | 9 | setup 3 | - |",
+                                      "| 01_b (tiny, seed 0) | 44 | Arms, one budget 40; Data 3 | 2: 35 / 4 |"]
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{TIMINGS_START}\nold table\n{TIMINGS_END}\nafter\n")
     write_timings(readme, table)
