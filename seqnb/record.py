@@ -129,10 +129,9 @@ def section_times(notebook: dict[str, Any]) -> dict[str, float]:
 
 def record_section_times(run_dir: Path, notebook_path: Path) -> None:
     """Add the executed notebook's `section_times` to the run's metrics.json as `phases_s`."""
-    path = run_dir / METRICS_FILE
-    metrics = json.loads(path.read_text())
+    metrics = load_metrics(run_dir)
     metrics["phases_s"] = section_times(json.loads(notebook_path.read_text()))
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 TIMINGS_START, TIMINGS_END = "<!-- timings: written by `seqnb timings --readme` -->", "<!-- timings end -->"

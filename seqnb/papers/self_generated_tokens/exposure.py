@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from seqnb.collate import pad_sequences
 from seqnb.decoding import decode_tokens, greedy, restrict
 from seqnb.runtime import model_device
-from seqnb.papers.self_generated_tokens.method import collate
+from seqnb.papers.self_generated_tokens.method import collate, teacher_forced_predictions
 
 
 def greedy_answers(model, prompts: list[list[int]], max_new: int, *, pad_id: int, eos_id: int | None = None,
@@ -42,15 +42,16 @@ def greedy_answers(model, prompts: list[list[int]], max_new: int, *, pad_id: int
 
 def teacher_forced_answers(model, rows: list[dict], *, pad_id: int, allowed: torch.Tensor | None = None,
                            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row {prompt, answer}, argmax p(. | x, y_<t) at every answer position (the gold prefix), in eval
-    mode: tokens [N, T] (pad beyond each answer) and lengths [N] (the answers')."""
-    was_training = model.training
-    model.eval()
-    y = pad_sequences([r["answer"] for r in rows], pad_id)
-    _, pred = _score(model, rows, y, pad_id, allowed, batch_size)
-    model.train(was_training)
+    """Per row {prompt, answer}, argmax p(. | x, y_<t) at every answer position (the gold prefix; SS's pass one,
+    `teacher_forced_predictions`, over every row), in eval mode: tokens [N, T] (pad beyond each answer) and
+    lengths [N] (the answers')."""
+    device = model_device(model)
+    preds = [teacher_forced_predictions(model, collate(rows[i: i + batch_size], pad_id).to(device), allowed).cpu()
+             for i in range(0, len(rows), batch_size)]
     lengths = torch.tensor([len(r["answer"]) for r in rows])
-    return pred.masked_fill(torch.arange(y.shape[1])[None] >= lengths[:, None], pad_id), lengths
+    T = int(lengths.max())
+    pred = torch.cat([F.pad(p, (0, T - p.shape[1]), value=pad_id) for p in preds])
+    return pred.masked_fill(torch.arange(T)[None] >= lengths[:, None], pad_id), lengths
 
 
 @torch.no_grad()
