@@ -253,7 +253,8 @@ def selfgen(tmp_path_factory):
 
 
 @pytest.mark.parametrize("arm,alignment", [("tf", "position"), ("ss", "position"), ("bash", "position"),
-                                           ("rac", "position"), ("rac", "edit")])
+                                           ("bash_tf", "position"), ("noise", "position"), ("rac", "position"),
+                                           ("rac", "edit")])
 def test_self_generated_arms_step_on_meta(selfgen, arm, alignment):
     from dataclasses import replace
 

@@ -372,11 +372,12 @@ class SelfGenStep:
                            {"rac_frac": (c >= 0).float().mean()})
 
     def _candidates(self, device) -> torch.Tensor:
-        """The tokens `noise` draws from: the allowed answer tokens, or the vocabulary without pad and EOS."""
+        """The tokens `noise` draws from: the allowed answer tokens, or the vocabulary without pad and EOS (listed
+        where `allowed` lives, the CPU by default, then moved: the list's length depends on values)."""
         if self.allowed is not None:
-            return self.allowed.to(device).nonzero()[:, 0]
-        ids = torch.arange(self.vocab_size, device=device)
-        return ids[(ids != self.pad_id) & (ids != (-1 if self.eos_id is None else self.eos_id))]
+            return self.allowed.nonzero()[:, 0].to(device)
+        ids = torch.arange(self.vocab_size)
+        return ids[(ids != self.pad_id) & (ids != (-1 if self.eos_id is None else self.eos_id))].to(device)
 
     def _mixed(self, batch, y_hat, mask, targets, weights, eps, logs=None):
         inputs = batch.with_answers(y_hat, mask)
