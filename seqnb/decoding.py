@@ -133,27 +133,27 @@ def forced_prefixes(prefixes: Sequence[Sequence[int]], device) -> Callable[[Deco
 def decode_tokens(
     model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, pad_id: int, choose: Chooser = greedy,
     allowed: torch.Tensor | Callable[[], torch.Tensor] | None = None, edit: Callable[[DecodeStep], None] | None = None,
-    eos_id: int | None = None, decoder_start_id: int | None = None,
-    view: Callable[[list[int], int], list[int]] | None = None,
+    eos_id: int | None = None, decoder_start_id: int | None = None, delete_id: int | None = None,
 ) -> Decoding:
-    """Continue token-id prompts, one token per row and step, in eval mode without gradient.
+    """Continue token-id prompts, one token per row and step, in eval mode without gradient, through the KV cache.
 
     Decoder-only prompts are left-padded, so one new column per step serves every row (positions count from
     each row's first real token); an encoder-decoder reads the prompts with its encoder once and its decoder
     starts from `decoder_start_id` (the model config's by default). Each step the last logits go through
-    `allowed` (bool [V], or [N, V] with the cache; or a callable giving it at each step) and `choose`, then
-    `edit` may replace the tokens or finish rows; a row also finishes at `eos_id`. Finished rows are fed
-    `pad_id` until every row is done.
+    `allowed` (bool [V], or [N, V]; or a callable giving it at each step) and `choose`, then `edit` may replace
+    the tokens or finish rows; a row also finishes at `eos_id`. Finished rows are fed `pad_id` until every row
+    is done.
 
-    `view(sequence, prompt_len)`: what the model reads of a row (its prompt and new tokens so far); with a view
-    there is no KV cache: each step re-reads every unfinished row in full (right-padded), so the view may drop
-    tokens (a `<bksp>` deletes one), which a cache could not undo.
+    `delete_id` (decoder-only): a token that deletes the row's last new token (never a prompt token), such as
+    SequenceMatch's `<bksp>`. The model then reads the edited sequence: the cache keeps every column, the
+    deleted token's column is masked out, and the token before it is read again at its own position (its old
+    column masked too), which gives exactly the next-token logits of the edited sequence read from scratch.
     """
     if max_new_tokens < 1:
         raise ValueError(f"parameter 'max_new_tokens': must be >= 1, got {max_new_tokens}")
     seq2seq = getattr(getattr(model, "config", None), "is_encoder_decoder", False)  # a config is optional
-    if view is not None and seq2seq:
-        raise ValueError("parameter 'view': re-reading without a cache needs a decoder-only model")
+    if delete_id is not None and seq2seq:
+        raise ValueError("parameter 'delete_id': deleting through the cache needs a decoder-only model")
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -161,12 +161,9 @@ def decode_tokens(
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     lengths = torch.full((n,), max_new_tokens, device=device)
     written = torch.full((n, max_new_tokens), pad_id, device=device)
-    rows = list(range(n))  # the rows read at this step: all of them, except the finished ones when re-reading
 
     # read the prompts: the first model call, before any value is read (meta-device runs get this far)
-    if view is not None:
-        logits = _last_logits(model, [view(list(p), len(p)) for p in prompts], pad_id)
-    elif seq2seq:
+    if seq2seq:
         enc_ids, enc_mask = pad_sequences(prompts, pad_id, device, mask=True)
         encoded = model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask)
         start = torch.full((n, 1), model.config.decoder_start_token_id if decoder_start_id is None
@@ -176,17 +173,13 @@ def decode_tokens(
         ids, mask = pad_sequences(prompts, pad_id, device, side="left", mask=True)
         positions = (mask.cumsum(1) - 1).clamp_min(0)  # a pad's position is 0, and it is never attended
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        position = positions[:, -1]  # [N] the position of each row's last token as the model reads it
 
     for index in range(max_new_tokens):
-        if view is None:
-            logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1].float()
         # choose among the allowed tokens
         chosen = choose(restrict(logits, allowed() if callable(allowed) else allowed))
-        if view is None:
-            tokens = torch.where(finished, pad_id, chosen)  # finished rows are fed pad
-        else:
-            tokens = torch.full((n,), pad_id, device=device)
-            tokens[rows] = chosen  # only the unfinished rows were read
+        tokens = torch.where(finished, pad_id, chosen)  # finished rows are fed pad
         # the edit hook may replace tokens and finish rows; then EOS finishes a row
         step = DecodeStep(index, tokens, finished.clone())
         if edit is not None:
@@ -195,32 +188,38 @@ def decode_tokens(
         if eos_id is not None:
             ended |= (step.tokens == eos_id) & ~finished
         lengths = torch.where(ended, index + 1, lengths)
+        deleting = None if delete_id is None else (step.tokens == delete_id) & ~finished
         finished = finished | ended
         written[:, index] = step.tokens
         if index + 1 == max_new_tokens or bool(finished.all()):
             break
 
-        # read the new tokens: through the KV cache (one new column, its mask and positions), or in full
-        if view is not None:
-            rows = [i for i, done in enumerate(finished.tolist()) if not done]
-            new = written[rows, : index + 1].tolist()
-            logits = _last_logits(model, [view([*prompts[i], *t], len(prompts[i])) for i, t in zip(rows, new)],
-                                  pad_id)
-        elif seq2seq:  # the decoder's cache gives the position
+        # read the new tokens: one new column, its mask and positions (the decoder's cache gives seq2seq's)
+        if seq2seq:
             out = model(encoder_outputs=encoded, attention_mask=enc_mask, decoder_input_ids=step.tokens[:, None],
                         past_key_values=out.past_key_values, use_cache=True)
-        else:
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            out = model(input_ids=step.tokens[:, None], attention_mask=mask, position_ids=positions,
-                        past_key_values=out.past_key_values, use_cache=True)
+            continue
+        column, position = step.tokens, position + 1
+        if deleting is not None and bool(deleting.any()):
+            column, position = _delete_last(column, ids, mask, position, deleting, prompt_end=positions[:, -1])
+        ids = torch.cat([ids, column[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=column[:, None], attention_mask=mask, position_ids=position[:, None],
+                    past_key_values=out.past_key_values, use_cache=True)
     model.train(was_training)
     return Decoding(written, lengths, finished)
 
 
-def _last_logits(model, sequences: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Float logits [len(sequences), V] after each sequence's last token: one full, right-padded forward pass."""
-    device = model_device(model)
-    ids, mask = pad_sequences(sequences, pad_id, device, mask=True)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    return logits[torch.arange(len(sequences), device=device), mask.sum(1) - 1].float()
+def _delete_last(tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor,
+                 deleting: torch.Tensor, prompt_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column to read next and its positions, given this step's `tokens` and their `position`s, when the
+    `deleting` rows delete: mask out (in place) the column of the row's last new token (if it has one beyond
+    its last prompt position `prompt_end`), then the column of the token before it, which is read again."""
+    rows = torch.arange(len(ids), device=ids.device)
+    columns = torch.arange(ids.shape[1], device=ids.device)
+    last = (mask * columns).argmax(1)  # each row's last column the model still reads
+    drop = deleting & (position - 1 > prompt_end)  # a new token to delete (else the delete is a no-op)
+    mask[rows[drop], last[drop]] = 0
+    last = (mask * columns).argmax(1)
+    mask[rows[deleting], last[deleting]] = 0  # the token before the deleted one moves to the new column
+    return torch.where(deleting, ids[rows, last], tokens), torch.where(deleting, position - 1 - drop.long(), position)

@@ -165,19 +165,45 @@ def test_sampling_same_seed_same_draws_other_seed_other_draws(peaky, char_tok):
         sampler(-1.0)
 
 
-def test_a_view_rereads_edited_sequences_without_a_cache(peaky, char_tok):
-    pad, eos, plus = char_tok.pad_token_id, char_tok.eos_token_id, char_tok.convert_tokens_to_ids("+")
-    prompts = ids(char_tok, ["1+1=", "123+456="])
+def test_a_delete_token_makes_the_cached_model_read_the_edited_sequence(peaky, char_tok):
+    """Through the cache, a delete removes the row's last new token and the next logits are those of the edited
+    sequence read from scratch: a real delete, a no-op one at the prompt boundary, two in a row, a finished row."""
+    pad, eos = char_tok.pad_token_id, char_tok.eos_token_id
+    dele, d1, d2, d3, d7 = char_tok.convert_tokens_to_ids(["+", "1", "2", "3", "7"])
+    prompts = ids(char_tok, ["1+1=", "123+456=", "9=", "45="])
+    forced = [[d7, dele, dele, d3], [d1, d2, dele], [], [d1, d2, dele, dele, dele, d7]]
     allowed = torch.ones(len(char_tok), dtype=torch.bool)
     allowed[eos] = False
 
-    def skip_first(sequence, prompt_len):  # the model never reads the first new token
-        return sequence[:prompt_len] + sequence[prompt_len + 1:]
+    def from_scratch(prompt, force, n):  # the actions, and the logits each one was chosen from
+        actions, edited, seen = [], list(prompt), []
+        with torch.no_grad():
+            for i in range(n):
+                seen.append(restrict(peaky(input_ids=torch.tensor([edited])).logits[0, -1], allowed))
+                a = force[i] if i < len(force) else int(greedy(seen[-1]))
+                actions.append(a)
+                if a != dele:
+                    edited.append(a)
+                elif len(edited) > len(prompt):
+                    edited.pop()
+        return actions, torch.stack(seen)
 
-    out = decode_tokens(peaky, prompts, max_new_tokens=5, pad_id=pad, eos_id=eos, allowed=allowed,
-                        edit=forced_prefixes([[plus], [plus, eos]], "cpu"), view=skip_first)
-    assert out.tokens[0].tolist() == [plus] + full_recompute(peaky, prompts[0], 4, allowed)
-    assert out.tokens[1].tolist() == [plus, eos, pad, pad, pad] and out.lengths.tolist() == [5, 2]
+    cached_logits = []
+
+    def recording_greedy(logits):
+        cached_logits.append(logits)
+        return greedy(logits)
+
+    out = decode_tokens(peaky, prompts, max_new_tokens=7, pad_id=pad, allowed=allowed, delete_id=dele,
+                        choose=recording_greedy, edit=forced_prefixes(forced, "cpu"))
+    expected = [from_scratch(p, f, 7) for p, f in zip(prompts, forced)]
+    assert out.tokens.tolist() == [actions for actions, _ in expected]
+    assert any(dele in a[len(f):] for (a, _), f in zip(expected, forced))  # the model's own deletes too
+    torch.testing.assert_close(torch.stack(cached_logits, 1), torch.stack([seen for _, seen in expected]),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="delete_id"):
+        decode_tokens(build_encoder_decoder(char_tok, n_layer=1, d_model=16, n_head=2), prompts, max_new_tokens=2,
+                      pad_id=pad, delete_id=dele)
 
 
 # ---------------------------------------------------------------------------------------------- padding

@@ -141,15 +141,14 @@ def generate_with_backspace(
     max_actions: int, temperature: float = 0.0, force: Sequence[Sequence[int]] | None = None,
     generator: torch.Generator | None = None,
 ) -> list[Trace]:
-    """Batched decoding in which `<bksp>` really deletes: each step re-reads the edited prefixes (no KV cache;
-    the tiny models make that cheap). `temperature=0` is greedy; `force[i]` are actions imposed first (error
+    """Batched decoding in which `<bksp>` really deletes: the model reads the edited prefixes, through the KV
+    cache (`decode_tokens`'s `delete_id`). `temperature=0` is greedy; `force[i]` are actions imposed first (error
     injection); `allowed` [V] bool is the action set sampled from, the same one the SequenceMatch loss uses."""
     check_generator(generator, model_device(model))
     force = force or [[] for _ in prompts]
     out = decode_tokens(
         model, prompts, max_new_tokens=max_actions, pad_id=pad_id, choose=sampler(temperature, generator),
-        allowed=allowed, edit=forced_prefixes(force, model_device(model)), eos_id=eos_id,
-        view=lambda actions, prompt_len: apply_backspaces(actions, prompt_len, bksp_id),
+        allowed=allowed, edit=forced_prefixes(force, model_device(model)), eos_id=eos_id, delete_id=bksp_id,
     )
     traces = []
     for p, f, new, n, ended in zip(prompts, force, out.tokens.tolist(), out.lengths.tolist(), out.finished.tolist()):
