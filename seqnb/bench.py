@@ -218,7 +218,8 @@ def _sequencematch_overheads(*, steps: int, warmup: int, pretrain_steps: int, de
         {"method": "SequenceMatch (03)", "s_per_step": per_step["sm"], "ratio_to_sft": per_step["sm"] / per_step["mle"],
          "arithmetic_minimum": sm_min,
          "note": f"forward+backward on the data batch and on a rollout batch, and {cfg.n_rollouts} rollouts "
-                 f"every {cfg.roll_every} steps through the KV cache (in the minimum as forward-only tokens)"},
+                 f"every {cfg.roll_every} steps through the KV cache (in the minimum as forward-only tokens); what is "
+                 f"left is the dense [B,T,T] mask of both passes (no causal fast path), as in BC + backspace"},
         {"method": "SFT / teacher forcing (baseline)", "s_per_step": per_step["mle"], "ratio_to_sft": 1.0,
          "arithmetic_minimum": 1.0, "note": f"{tokens['mle']:.0f} padded tokens per batch"},
     ]
