@@ -173,7 +173,7 @@ def decode_tokens(
         ids, mask = pad_sequences(prompts, pad_id, device, side="left", mask=True)
         positions = (mask.cumsum(1) - 1).clamp_min(0)  # a pad's position is 0, and it is never attended
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        position = positions[:, -1]  # [N] the position of each row's last token as the model reads it
+        prompt_end = position = positions[:, -1]  # [N] the position of each row's last prompt / read token
 
     for index in range(max_new_tokens):
         logits = out.logits[:, -1].float()
@@ -201,8 +201,9 @@ def decode_tokens(
             continue
         column, position = step.tokens, position + 1
         if deleting is not None and bool(deleting.any()):
-            column, position = _delete_last(column, ids, mask, position, deleting, prompt_end=positions[:, -1])
-        ids = torch.cat([ids, column[:, None]], dim=1)
+            column, position = _delete_last(column, ids, mask, position, deleting, prompt_end)
+        if delete_id is not None:  # a delete reads an earlier token again: keep what each column holds
+            ids = torch.cat([ids, column[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=column[:, None], attention_mask=mask, position_ids=position[:, None],
                     past_key_values=out.past_key_values, use_cache=True)

@@ -167,7 +167,7 @@ def test_sampling_same_seed_same_draws_other_seed_other_draws(peaky, char_tok):
 
 def test_a_delete_token_makes_the_cached_model_read_the_edited_sequence(peaky, char_tok):
     """Through the cache, a delete removes the row's last new token and the next logits are those of the edited
-    sequence read from scratch: a real delete, a no-op one at the prompt boundary, two in a row, a finished row."""
+    sequence read from scratch: a real delete, a no-op one at the prompt boundary, three in a row, the model's own."""
     pad, eos = char_tok.pad_token_id, char_tok.eos_token_id
     dele, d1, d2, d3, d7 = char_tok.convert_tokens_to_ids(["+", "1", "2", "3", "7"])
     prompts = ids(char_tok, ["1+1=", "123+456=", "9=", "45="])
