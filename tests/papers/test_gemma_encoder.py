@@ -20,6 +20,7 @@ from seqnb.papers.gemma_encoder.method import GemmaEncoderConfig
 from seqnb.papers.gemma_encoder.method import GemmaEncoderModel
 from seqnb.papers.gemma_encoder.pooling import Pooler
 from seqnb.papers.gemma_encoder.masks import mask_matrix
+from seqnb.papers.gemma_encoder.masks import prebuilt_bidirectional_mask
 from seqnb.papers.gemma_encoder.masks import probe_influence
 from seqnb.papers.gemma_encoder.masks import set_attention
 from seqnb.papers.gemma_encoder import experiment as ex
@@ -194,6 +195,27 @@ def test_library_masks_causal_vs_bidirectional_and_pads_never_attended():
             assert bool(sees_later) == (mode == "bidirectional")
     assert torch.equal(mask_matrix(config, torch.ones(1, 4, dtype=torch.long), "causal")[0],
                        torch.ones(4, 4).tril().bool())
+
+
+@pytest.mark.parametrize("family,length", [("gemma3", 7), ("gemma2", 7), ("gemma2", 20)])
+def test_the_prebuilt_bidirectional_mask_gives_the_states_of_the_backbones_own_masks(family, length):
+    """The encoder hands a bidirectional backbone one mask built by broadcasting; the pooled states must be those
+    of the backbone's own mask functions (rows padded differently). Gemma 2's sliding window (16) is shorter
+    than 20 tokens: there the backbone builds its own masks."""
+    torch.manual_seed(0)
+    decoder = tiny_gemma3() if family == "gemma3" else Gemma2ForCausalLM(tiny_gemma2_config())
+    model = GemmaEncoderModel.from_decoder(decoder, attention="bidirectional", pooling="mean", num_labels=2).eval()
+    ids = torch.randint(4, 30, (3, length))
+    mask = torch.ones_like(ids)
+    mask[1, length - 3:], mask[2, :2] = 0, 0  # right padding, left padding
+    embeds = model.backbone.embed_tokens(ids)
+    prebuilt = prebuilt_bidirectional_mask(model.backbone.config, embeds, mask)
+    assert (prebuilt is None) == (length > 16)
+    with torch.no_grad():
+        own = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = model(input_ids=ids, attention_mask=mask).pooled
+    expected_pooled = (own * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(pooled, expected_pooled, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["causal", "bidirectional"])

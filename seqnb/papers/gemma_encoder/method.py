@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from seqnb.papers.gemma_encoder.losses import classification_loss, listwise_loss, regression_loss
-from seqnb.papers.gemma_encoder.masks import ATTENTION_MODES, set_attention
+from seqnb.papers.gemma_encoder.masks import ATTENTION_MODES, prebuilt_bidirectional_mask, set_attention
 from seqnb.papers.gemma_encoder.pooling import POOLINGS, LearnableTokens, Pooler
 
 HEAD_TYPES = ("classification", "regression", "ranking", "embedding")
@@ -138,12 +138,13 @@ class GemmaEncoderModel(PreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs) -> EncoderOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        pool_mask = attention_mask
-        if self.tokens is None:
-            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        else:
-            embeds, attention_mask, pool_mask = self.tokens(self.backbone.embed_tokens(input_ids), attention_mask)
-            h = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        embeds, pool_mask = self.backbone.embed_tokens(input_ids), attention_mask
+        if self.tokens is not None:
+            embeds, attention_mask, pool_mask = self.tokens(embeds, attention_mask)
+        if self.config.attention == "bidirectional":
+            prebuilt = prebuilt_bidirectional_mask(self.backbone.config, embeds, attention_mask)
+            attention_mask = attention_mask if prebuilt is None else prebuilt
+        h = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         pooled = self.pooler(h, pool_mask)
         pool_attention = getattr(getattr(self.pooler, "attention", None), "weights", None)
         if self.head is None:
