@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+from accelerate.utils import SAFE_WEIGHTS_NAME, GradientAccumulationPlugin, ProjectConfiguration, save
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.state import AcceleratorState
 from datasets import Dataset
@@ -262,7 +262,7 @@ def train(
             _log(history, accelerator, step, "eval", run_eval(evaluate, accelerator.unwrap_model(model)))
             eval_s += time.perf_counter() - t_eval
         if step % args.ckpt_every == 0 or step == args.max_steps:
-            _save(accelerator, ckpt_root, step, history, args)
+            _save(accelerator, model, ckpt_root, step, history, args)
     bar.close()
     if tracker:
         accelerator.end_training()
@@ -323,16 +323,20 @@ _STATE_FILE = "trainer_state.json"
 logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
-def _save(accelerator: Accelerator, root: Path, step: int, history: History, args: TrainArgs, keep: int = 2) -> None:
-    """A checkpoint at `step`, keeping the last `keep`; a finished run keeps only its last, without the optimizer
-    and scheduler states that only a resumed run reads (two thirds of the bytes at fp32 with AdamW)."""
-    path = root / f"step_{step:08d}"
-    accelerator.save_state(str(path))
+def _save(accelerator: Accelerator, model: torch.nn.Module, root: Path, step: int, history: History, args: TrainArgs,
+          keep: int = 2) -> None:
+    """A checkpoint at `step`, keeping the last `keep`; a finished run keeps only its last, and writes only the
+    weights: never the optimizer, scheduler and RNG states that only a resumed run reads (two thirds of the bytes
+    at fp32 with AdamW)."""
+    path, finished = root / f"step_{step:08d}", step >= args.max_steps
+    if finished:
+        weights = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers the shards)
+        if accelerator.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+            save(weights, path / SAFE_WEIGHTS_NAME, safe_serialization=True)  # tied weights stored once
+    else:
+        accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        finished = step >= args.max_steps
-        if finished:
-            for f in [*path.glob("optimizer*.bin"), *path.glob("scheduler*.bin")]:
-                f.unlink()
         state = {"step": step, "history": history.records, "fingerprint": args.fingerprint()}
         (path / _STATE_FILE).write_text(json.dumps(state))
         for old in sorted(root.glob("step_*"))[:-1 if finished else -keep]:
@@ -352,7 +356,7 @@ def _load_latest(accelerator: Accelerator, model: torch.nn.Module, root: Path, a
             "pass resume=False to start again (it deletes that checkpoint), or another output_dir",
         )
     if state["step"] >= args.max_steps:  # a finished run: its weights (the optimizer state is not kept)
-        load_model(accelerator.unwrap_model(model), str(done[-1] / "model.safetensors"), device=str(accelerator.device))
+        load_model(accelerator.unwrap_model(model), str(done[-1] / SAFE_WEIGHTS_NAME), device=str(accelerator.device))
     else:
         accelerator.load_state(str(done[-1]))
     return state["step"], History(state["history"])
