@@ -327,10 +327,12 @@ def task_metrics(answers: list[list[int]], targets: list[str], setup: Setup, cfg
     return TEXT_TASKS[cfg.task].metrics(setup.tokenizer.batch_decode(answers, skip_special_tokens=True), targets)
 
 
-def evaluate(model, arm: str, test: Dataset, setup: Setup, cfg: Config, *, swap: bool = False):
+def evaluate(model, arm: str, test: Dataset, setup: Setup, cfg: Config, *, swap: bool = False,
+             prompts: list[list[int]] | None = None):
     """Task metric on the answers only (never on the warmup), draft consistency and inference tokens per example;
-    with `swap`, also the metric when each input gets the next input's greedy warmup (a cyclic shift)."""
-    prompts = setup.prompt_ids(test["prompt"])
+    with `swap`, also the metric when each input gets the next input's greedy warmup (a cyclic shift). `prompts`:
+    the test prompts already tokenised (a learning curve evaluates the same ones many times)."""
+    prompts = setup.prompt_ids(test["prompt"]) if prompts is None else prompts
     out = answer(model, arm, prompts, setup, cfg)
     metrics = task_metrics(out.answers, list(test["target"]), setup, cfg)
     metrics["infer_tokens_per_example"] = out.n_tokens / len(prompts)
@@ -401,17 +403,19 @@ class WarmupArmRun(ArmRun):
 
 
 def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: Config, *, k: int | None = None,
-              probe_examples: int = 4) -> WarmupArmRun:
+              probe_examples: int = 4, pairs: Dataset | None = None) -> WarmupArmRun:
     """One stage-1 arm from a copy of `base`: same data order, updates and learning rate as every other arm;
-    learning curves on the first `n_curve` test examples every `eval_every` steps."""
+    learning curves on the first `n_curve` test examples every `eval_every` steps. `pairs`: `pair_rows` of the
+    training split, when the caller tokenised it once for every arm."""
     model = copy.deepcopy(base)
-    drafts = greedy_drafts(base, setup.prompt_ids(data["train"]["prompt"]), setup, cfg) if arm == "greedy_draft" \
-        else None
+    pairs = pair_rows(data["train"], setup) if pairs is None else pairs
+    drafts = greedy_drafts(base, list(pairs["prompt_ids"]), setup, cfg) if arm == "greedy_draft" else None
     step = make_step(arm, setup, cfg, k, drafts)
     curve = data["test"].select(range(min(cfg.n_curve, len(data["test"]))))
+    curve_prompts = setup.prompt_ids(curve["prompt"])
 
     def curve_eval(m):
-        metrics, _, _ = evaluate(m, arm, curve, setup, cfg)
+        metrics, _, _ = evaluate(m, arm, curve, setup, cfg, prompts=curve_prompts)
         return {key: v for key, v in metrics.items() if key != "infer_tokens_per_example"}
 
     probe, callbacks = None, []
@@ -423,7 +427,7 @@ def train_arm(arm: str, base, data: DatasetDict, setup: Setup, cfg: Config, *, k
         callbacks.append(probe.callback)
     start = run_eval(curve_eval, model)
     t0 = time.time()
-    run = train(model, pair_rows(data["train"], setup), TrainArgs.from_config(cfg), collate_fn=wg.collate_pairs,
+    run = train(model, pairs, TrainArgs.from_config(cfg), collate_fn=wg.collate_pairs,
                 step_fn=step, evaluate=curve_eval, name=arm, callbacks=callbacks)
     cost = training_cost(cfg.run_dir, arm, run.resumed_from,
                          {"train_s": time.time() - t0, "train_tokens": step.cost.tokens})
@@ -506,8 +510,9 @@ def run_experiment(cfg: Config, prepared: Prepared | None = None) -> Experiment:
         base = pretrain(base, data, setup, cfg).model
         stage0 = stage0_check(base, data, setup, cfg)
     runs, finals, outputs, swapped = {}, {}, {}, None
+    pairs = pair_rows(data["train"], setup)  # tokenised once for every arm
     for arm, k in plan.items():
-        run = runs[arm] = train_arm(arm, base, data, setup, cfg, k=k)
+        run = runs[arm] = train_arm(arm, base, data, setup, cfg, k=k, pairs=pairs)
         metrics, outputs[arm], swap = evaluate(run.model, arm, data["test"], setup, cfg, swap=arm == "warmup")
         finals[arm] = {**metrics, **run.cost}  # a reloaded arm reports the cost measured when it trained
         if swap is not None:
