@@ -75,7 +75,7 @@ SPEC = NotebookSpec(
     config_cls=Config,
     presets={
         "tiny": dict(
-            task="bbc", seeds=(0, 1), regression=True, retrieval=True, max_len=64,
+            task="bbc", seeds=(0,), regression=True, retrieval=True, max_len=64,
             max_steps=100, batch_size=32, lr=3e-3, weight_decay=0.01, warmup_steps=10,
             log_every=10, eval_every=100, ckpt_every=100,
         ),
