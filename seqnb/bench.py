@@ -87,7 +87,7 @@ def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int,
     def seqnb_run(tmp: str, clock: _Clock) -> None:
         args = TrainArgs(output_dir=tmp, device=device, precision=precision, max_steps=steps, batch_size=batch_size,
                          lr=1e-3, weight_decay=0.0, warmup_steps=0, resume=False, log_every=steps, eval_every=steps,
-                         ckpt_every=steps)
+                         ckpt_every=steps, log_with="none")  # no tracker, as Trainer's report_to=[]
         train(copy.deepcopy(model), data, args, collate_fn=collate, callbacks=[lambda s, m: clock.tick(s)])
 
     def trainer_run(tmp: str, clock: _Clock) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import SAFE_WEIGHTS_NAME, GradientAccumulationPlugin, ProjectConfiguration, save
@@ -193,6 +194,7 @@ def train(
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     started, eval_s = time.perf_counter(), 0.0
+    cache_settings = _disable_kv_cache(model)
     if AcceleratorState._shared_state.get("_mixed_precision", args.precision) != args.precision:
         AcceleratorState._reset_state()  # one process may train at several precisions (arms, stand-ins, tests)
     tracker = tracker_name(args.log_with)
@@ -268,9 +270,22 @@ def train(
         accelerator.end_training()
     model = accelerator.unwrap_model(model)
     model.eval()
+    for config, use_cache in cache_settings:
+        config.use_cache = use_cache
     wall = time.perf_counter() - started
     TIMINGS[name] = {"train_s": round(wall - eval_s, 2), "eval_s": round(eval_s, 2), "steps": step - resumed_from}
     return TrainResult(model=model, history=history, resumed_from=resumed_from)
+
+
+def _disable_kv_cache(model: torch.nn.Module) -> list[tuple[Any, bool]]:
+    """Turn off the KV cache of every Hugging Face model inside `model` (as Trainer does with `use_cache=False`): a
+    training forward would otherwise build a cache that nothing reads, costing time and memory. Returns each config
+    with its setting, to restore after training; decoding asks for the cache explicitly."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "use_cache")}
+    settings = [(c, c.use_cache) for c in configs.values()]
+    for config, _ in settings:
+        config.use_cache = False
+    return settings
 
 
 def tracker_name(log_with: str) -> str | None:
@@ -304,10 +319,12 @@ def _batches(data: Dataset, args: TrainArgs, collate_fn, accelerator: Accelerato
     epoch, skip = divmod(start_micro, per_epoch)
     while True:
         epoch_seed = args.seed * 100_003 + epoch
-        shuffled = data.shuffle(seed=epoch_seed)
+        # the order of `data.shuffle(seed=epoch_seed)`, read from `data` itself: one gather per batch, where the
+        # shuffled copy's index mapping was read row by row
+        order = np.random.default_rng(epoch_seed).permutation(len(data)).tolist()
         # its own generator: starting an iterator must not draw from the global RNG that dropout uses
-        loader = DataLoader(shuffled, batch_size=args.batch_size, collate_fn=collate_fn, drop_last=True,
-                            generator=seeded_generator(epoch_seed, "cpu"))  # the sampler draws on the CPU
+        loader = DataLoader(data, batch_size=args.batch_size, sampler=order, collate_fn=collate_fn, drop_last=True,
+                            generator=seeded_generator(epoch_seed, "cpu"))
         loader = prepare_data_loader(
             loader, accelerator.device, num_processes=accelerator.num_processes,
             process_index=accelerator.process_index, put_on_device=True,

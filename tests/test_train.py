@@ -36,6 +36,21 @@ def test_loss_goes_down(tiny_cfg):
     assert losses[-1] < 0.6 * losses[0]
 
 
+def test_training_builds_no_kv_cache_and_restores_the_setting(tiny_cfg):
+    cfg = tiny_cfg(max_steps=3, eval_every=3)
+    model, tok, data, collate = setup_run(cfg)
+    assert model.config.use_cache
+    caches = []
+
+    def step(m, batch, _step):
+        out = m(**batch)
+        caches.append(out.past_key_values)
+        return out.loss, {"loss": out.loss.detach()}
+
+    train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=step)
+    assert caches == [None] * 3 and model.config.use_cache
+
+
 def test_evaluation_and_history(tiny_cfg):
     cfg = tiny_cfg(max_steps=20, eval_every=10)
     model, tok, data, collate = setup_run(cfg)
