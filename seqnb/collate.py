@@ -7,7 +7,6 @@ from typing import Sequence
 
 import torch
 from datasets import Dataset
-from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label value that the cross-entropy skips
@@ -51,14 +50,18 @@ class PadCollator:
 def pad_sequences(seqs: Sequence[Sequence[int]], value: int, device=None, *, side: str = "right",
                   mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Pad integer sequences with `value` on `side` ("right" or "left") to the longest one: a (len(seqs), longest)
-    long tensor; with `mask=True` also the attention mask (1 on the sequences' tokens, 0 on the padding)."""
+    long tensor; with `mask=True` also the attention mask (1 on the sequences' tokens, 0 on the padding). Padded
+    as Python lists, then one tensor (a tensor per row cost more than the padding)."""
     if side not in ("right", "left"):
         raise ValueError(f"parameter 'side': unknown {side!r}, use 'right' or 'left'")
-    padded = pad_sequence([torch.as_tensor(s, dtype=torch.long) for s in seqs], batch_first=True,
-                          padding_value=value, padding_side=side).to(device)
+    rows = [s.tolist() if hasattr(s, "tolist") else list(s) for s in seqs]
+    longest = max(map(len, rows), default=0)
+    fill = [[value] * (longest - len(r)) for r in rows]
+    padded = torch.tensor([r + f if side == "right" else f + r for r, f in zip(rows, fill)], dtype=torch.long,
+                          device=device).view(len(rows), longest)
     if not mask:
         return padded
-    return padded, pad_sequences([[1] * len(s) for s in seqs], 0, device, side=side)
+    return padded, pad_sequences([[1] * len(r) for r in rows], 0, device, side=side)
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:

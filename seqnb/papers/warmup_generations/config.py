@@ -85,7 +85,7 @@ SPEC = NotebookSpec(
             n_layer=2, d_model=64, n_head=4, init_std=0.1,
             pretrain_steps=600, pretrain_lr=1e-3,
             max_steps=600, batch_size=32, lr=1e-3, warmup_steps=100, grad_clip=1.0,
-            log_every=20, eval_every=25, ckpt_every=600,
+            log_every=20, eval_every=50, ckpt_every=600,
             n_warmups=4, max_warmup_len=8, fixed_warmup_len=True, warmup_temperature=0.75,
             weight_temperature=1.0, warmup_coef=1.0, weights="soft", loss_norm="joint",
             restrict_digits=True, max_answer_len=1,
