@@ -1,5 +1,8 @@
 import itertools
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,6 +52,47 @@ def test_training_builds_no_kv_cache_and_restores_the_setting(tiny_cfg):
 
     train(model, data, TrainArgs.from_config(cfg), collate_fn=collate, step_fn=step)
     assert caches == [None] * 3 and model.config.use_cache
+
+
+# a CPU training step's pattern of memory: activations allocated one after the other, then all freed together
+_FREED_MEMORY_SCRIPT = """
+import ctypes, resource, tempfile, torch
+from datasets import Dataset
+from seqnb.collate import PadCollator
+from seqnb.models import build_decoder
+from seqnb.tokenizers import char_tokenizer
+from seqnb.train import TrainArgs, train
+
+def faults_per_step(steps=10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        activations = [torch.ones(2**21) for _ in range(6)]  # 6 x 8 MiB
+        del activations
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD at glibc's initial value, without its adaptation to freed blocks:
+before = faults_per_step()    # every block is mapped and unmapped, whatever the heap held before
+tok = char_tokenizer("0123")
+rows = [[1, 4, 5, 2]] * 4
+with tempfile.TemporaryDirectory() as tmp:
+    train(build_decoder(tok, max_len=8, n_layer=1, d_model=8, n_head=1),
+          Dataset.from_dict({"input_ids": rows, "labels": rows}),
+          TrainArgs(output_dir=tmp, max_steps=1, batch_size=4, lr=1e-3, device="cpu", log_with="none"),
+          collate_fn=PadCollator(tok.pad_token_id))
+faults_per_step()
+print(before, faults_per_step())
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+def test_after_cpu_training_freed_activations_stay_in_the_process():
+    """Blocks that glibc maps on their own are handed back to the OS when freed and faulted in again on the next
+    step; once `train` has run on the CPU, the process keeps them. In a fresh process: the setting is process-wide."""
+    out = subprocess.run([sys.executable, "-c", _FREED_MEMORY_SCRIPT], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split()[-2:])
+    assert before >= 12_288, f"48 MiB of mapped blocks should fault in 12,288 pages a step, got {before}"
+    assert after < 20, f"{after} page faults a step after training on the CPU"
 
 
 def test_evaluation_and_history(tiny_cfg):
