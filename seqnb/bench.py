@@ -25,7 +25,7 @@ from seqnb.collate import PadCollator, tokenize_pairs
 from seqnb.papers import paper_module, resolve_config
 from seqnb.models import build_decoder, count_parameters
 from seqnb.record import environment
-from seqnb.runtime import device_name, seeded_generator
+from seqnb.runtime import device_name, keep_freed_memory, seeded_generator
 from seqnb.tokenizers import char_tokenizer
 from seqnb.train import TrainArgs, train
 
@@ -66,7 +66,8 @@ class _Clock:
 def _model_and_data(size: str, n_rows: int, seq_len: int, seed: int):
     tok = char_tokenizer("0123456789+=")
     torch.manual_seed(seed)
-    dims = dict(tiny=dict(n_layer=2, d_model=128, n_head=4), gpt2_small=dict(n_layer=12, d_model=768, n_head=12))
+    dims = dict(minimal=dict(n_layer=1, d_model=8, n_head=1), tiny=dict(n_layer=2, d_model=128, n_head=4),
+                gpt2_small=dict(n_layer=12, d_model=768, n_head=12))
     model = build_decoder(tok, max_len=seq_len, **dims[size])
     g = seeded_generator(seed, "cpu")  # data made on the CPU
     ids = torch.randint(4, len(tok), (n_rows, seq_len), generator=g).tolist()
@@ -78,7 +79,11 @@ def training_throughput(*, size: str, steps: int, batch_size: int, seq_len: int,
     """Tokens per second of seqnb's loop and of `Trainer`: same initial weights, data, batch, length, precision,
     optimizer (fused AdamW, cosine schedule, clip 1.0) and number of steps. The two run alternately `repeats`
     times; each alternation gives one ratio seqnb / Trainer, and the reported ratio is their median (with the
-    smallest and largest), so neither side is favoured by when the machine was busy."""
+    smallest and largest), so neither side is favoured by when the machine was busy. On the CPU both run with the
+    allocator setting that seqnb's loop makes (`keep_freed_memory`), so that the ratio compares the loops and not
+    how the heap was left by the run before."""
+    if device == "cpu":
+        keep_freed_memory()
     model, tok, data = _model_and_data(size, steps * batch_size, seq_len, seed=0)
     collate = PadCollator(tok.pad_token_id)
     out = {"model": size, "parameters": count_parameters(model), "batch_size": batch_size, "seq_len": seq_len,
@@ -259,10 +264,13 @@ def run(quick: bool = False) -> dict:
         training = training_throughput(size="tiny", steps=6 if quick else 150, batch_size=64, seq_len=64,
                                        device=device, precision="no", warmup=2 if quick else 20,
                                        repeats=1 if quick else 5)
+    # a model with almost no arithmetic: what is left of a step is each loop's own work and the op dispatch both share
+    loop_cost = training_throughput(size="minimal", steps=6 if quick else 400, batch_size=2, seq_len=8, device=device,
+                                    precision="no", warmup=2 if quick else 50, repeats=1 if quick else 5)
     return {
         "device": device_name(torch.device(device)), "date": date.today().isoformat(), "quick": quick,
         "machine": platform.machine(), "environment": environment(),
-        "training": training,
+        "training": training, "loop_cost": loop_cost,
         "methods": method_overheads(steps=6 if quick else 120, warmup=2 if quick else 20,
                                     pretrain_steps=0 if quick else 400, device=device),
         "generation": generation_throughput(batch_size=64, prompt_len=16, new_tokens=8 if quick else 96,
@@ -273,6 +281,8 @@ def run(quick: bool = False) -> dict:
 def table(results: dict) -> str:
     """The results as Markdown."""
     t, g = results["training"], results["generation"]
+    step_ms = {who: 1000 * results["loop_cost"]["batch_size"] * results["loop_cost"]["seq_len"]
+               / results["loop_cost"][f"{who}_tokens_per_s"] for who in ("seqnb", "trainer")}
     lines = [
         f"Device: {results['device']} · {results['date']} · torch {results['environment']['torch']} · "
         f"transformers {results['environment']['transformers']} · commit {results['environment']['git_commit']}",
@@ -288,6 +298,8 @@ def table(results: dict) -> str:
            f"{t['trainer_mfu']:.1%} |"] if t["seqnb_mfu"] else []),
         *([f"| peak memory seqnb / Trainer | {t['seqnb_peak_memory_gib']:.1f} / "
            f"{t['trainer_peak_memory_gib']:.1f} GiB |"] if t["seqnb_peak_memory_gib"] else []),
+        f"| step of a model with almost no arithmetic (1 layer, 8 wide, batch 2 x 8): seqnb / Trainer | "
+        f"{step_ms['seqnb']:.2f} / {step_ms['trainer']:.2f} ms |",
         "",
         "| method step vs SFT step | s/step | ratio | arithmetic minimum | what it does |",
         "|---|---|---|---|---|",
@@ -312,7 +324,11 @@ every ratio below in one run on one machine and rewrites this file from every `r
 * **Training**: seqnb's loop (`seqnb.train.train`) against Hugging Face `Trainer` with the same initial weights,
   data, batch, sequence length, precision, optimizer (fused AdamW, cosine schedule, clipping at 1.0) and steps;
   tokens/s from the median step after the warm-up steps; the two alternate five times, each alternation gives
-  one ratio, and the table shows their median and range (tokens/s: each side's median run).
+  one ratio, and the table shows their median and range (tokens/s: each side's median run). On the CPU both loops
+  run with freed memory kept in the process (`seqnb.runtime.keep_freed_memory`, which `train` sets on the CPU):
+  with glibc's default trimming, each step's activations were page-faulted in again, by an amount that depended
+  on what ran before and moved the ratio by several percent. The same comparison on a model with almost no
+  arithmetic (1 layer, 8 wide) measures what each loop costs by itself per step.
 * **Methods**: mean seconds per optimizer step (periodic work such as rollouts included) of each paper method that
   has landed against the SFT step on the same model and batch size. The arithmetic minimum is the number of
   padded tokens the method pushes through forward+backward passes per step (a token read forward only, as in
