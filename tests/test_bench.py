@@ -15,7 +15,8 @@ def test_quick_benchmark_runs_and_writes_a_table(tmp_path, capsys):
     assert t["ratio_seqnb_over_trainer"] == t["seqnb_tokens_per_s"] / t["trainer_tokens_per_s"]
     assert t["seqnb_mfu"] is None  # no GPU peak to divide by
     cost = results["loop_cost"]  # the loops' own work: a model a hundredth of the size, the same comparison
-    assert cost["parameters"] < t["parameters"] / 100 and cost["seqnb_tokens_per_s"] > 0 < cost["trainer_tokens_per_s"]
+    assert cost["parameters"] < t["parameters"] / 100
+    assert cost["seqnb_tokens_per_s"] > 0 and cost["trainer_tokens_per_s"] > 0
     methods = {m["method"]: m for m in results["methods"]}
     assert methods["SFT / teacher forcing (baseline)"]["ratio_to_sft"] == 1.0
     assert methods["BC + backspace augmentation (03)"]["arithmetic_minimum"] > 1.0  # longer sequences
