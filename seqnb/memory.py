@@ -254,6 +254,10 @@ class _PartTracker(MemTracker):
         where = "first" if i < self._period else "last" if i >= self._n_layers - self._period else "middle"
         return phase, stack, where
 
+    def _update_peak_stats(self, peak_state) -> None:
+        """Not kept: MemTracker's per-module peaks (a walk over every module at every op, most of the cost of a
+        measurement); the parts above are what the estimate reads."""
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         res = super().__torch_dispatch__(func, types, args, kwargs)
         label = self._where()
