@@ -51,6 +51,6 @@ def test_every_self_generated_paper_task_loads_trains_and_scores(task, mirror, m
     from seqnb.papers.self_generated_tokens import experiment as ex
 
     monkeypatch.setenv("SEQNB_HUB_MIRROR", str(mirror))
-    cfg = _paper_cfg("04_self_generated_tokens", tmp_path, task=task, arms=("tf", "bash"))
-    final = ex.run_experiment(cfg)[0]["bash"].results
+    cfg = _paper_cfg("04_self_generated_tokens", tmp_path, task=task, arms=("tf",))  # every arm: the run above
+    final = ex.run_experiment(cfg)[0]["tf"].results
     assert "minilm_dist" in final and (task != "gsm8k" or 0 <= final["gsm8k_acc"] <= 1)
