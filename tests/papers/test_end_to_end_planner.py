@@ -327,7 +327,7 @@ def test_clear_errors(small):
         plan_corpus(3, 1, seed=0, n_sents=2)
 
 
-def test_paper_path_with_local_corpus_model_and_embedder(tmp_path):
+def test_paper_path_with_local_corpus_model_and_embedder(tmp_path, monkeypatch):
     """The paper preset's code path (articles with a text column, a pretrained GPT-2-style LM with adapters from
     layer 2 up, a transformers sentence embedder) on local folders, offline."""
     from datasets import Dataset, DatasetDict
@@ -352,9 +352,11 @@ def test_paper_path_with_local_corpus_model_and_embedder(tmp_path):
                          n_test_docs=6, max_tokens=40, k=4, planner_steps=2, planner_batch_size=4,
                          max_steps=2, batch_size=4, eval_every=2, ckpt_every=2, arms=("frozen_hard", "e2e_soft"),
                          mix_ratios=(), eval_batch_size=4)
-    runs = ex.run_experiment(cfg)
+    data = ex.build_data(cfg)
+    monkeypatch.setattr(ex, "build_data", lambda *a, **k: pytest.fail("the seed's data was built twice"))
+    runs = ex.run_experiment(cfg, data)  # as the notebook calls it, with the data it showed
     run = runs[cfg.seed]
-    assert run.base.layers == [2] and len(run.base.adapters) == 1  # the top L-2 layers of a 3-layer LM
+    assert run.data is data and run.base.layers == [2] and len(run.base.adapters) == 1  # the top L-2 layers of a 3-layer LM
     assert all(len(r["input_ids"]) <= cfg.max_tokens for r in run.data.rows["test"])
     assert run.data.docs["test"] and run.purity is None  # real text: no latent types
     results = ex.summarize(runs)

@@ -464,7 +464,7 @@ def test_views_build_headless():
     assert "<b style='color:#c00'>3</b>" in page and "✓" in page
 
 
-def test_text_task_path_with_local_model_and_dataset(tmp_path):
+def test_text_task_path_with_local_model_and_dataset(tmp_path, monkeypatch):
     """The paper preset's code path (hub-style dataset and pretrained model, EOS answers, edit-aligned RAC,
     task metric) on local folders, offline: a small scratch model saved as a 'pretrained' folder."""
     from datasets import Dataset, DatasetDict
@@ -482,7 +482,15 @@ def test_text_task_path_with_local_model_and_dataset(tmp_path):
                          max_prompt_len=40, max_answer_len=24, max_steps=4, batch_size=8, eval_every=4,
                          ckpt_every=4, eps_start_epochs=0.0, gen_every_epochs=1.0, p_max=1.0, schedule="const",
                          rac_alignment="edit", arms=("tf", "bash", "rac"))
-    runs = ex.run_experiment(cfg)
+    init, task = ex.build_model(cfg, cfg.seed)[0], ex.build_task(cfg, tok)
+    with pytest.raises(ValueError, match="init_model"):
+        ex.run_experiment(cfg, init)
+    built, build_model, build_task = [], ex.build_model, ex.build_task
+    monkeypatch.setattr(ex, "build_model", lambda c, seed: built.append(seed) or build_model(c, seed))
+    monkeypatch.setattr(ex, "build_task", lambda c, t: built.append(c.seed) or build_task(c, t))
+    runs = ex.run_experiment(cfg, init, task)
+    assert built == [1, 1]  # seed 0 trains from the model and task passed in; seed 1 builds its own
+    monkeypatch.undo()
     final = runs[0]["rac"].results
     assert 0 <= final["gsm8k_acc"] <= 1 and "ngram_dist" in final and runs[0]["bash"].results["gen_tokens"] > 0
     task = ex.build_task(cfg, tok)

@@ -273,9 +273,10 @@ class SeedRun:
     purity: float | None
 
 
-def run_seed(cfg: Config, seed: int, tokenizer=None) -> SeedRun:
+def run_seed(cfg: Config, seed: int, tokenizer=None, data: PlanData | None = None) -> SeedRun:
+    """Stage 0 and every arm at one seed, on `data` (default: `build_data` at that seed)."""
     scfg = replace(cfg, seed=seed)
-    data = build_data(scfg, tokenizer)
+    data = data or build_data(scfg, tokenizer)
     base, p_hist = pretrain(cfg, data, seed)
     test = batches(cfg, data)
     s = score(base, test, "none")
@@ -287,10 +288,15 @@ def run_seed(cfg: Config, seed: int, tokenizer=None) -> SeedRun:
     return SeedRun(seed, data, base, p_hist, arms, plain, purity)
 
 
-def run_experiment(cfg: Config) -> dict[int, SeedRun]:
-    """Every arm for seeds cfg.seed .. cfg.seed + n_seeds - 1."""
-    tokenizer = None if cfg.model_name == "scratch" else load_pretrained(cfg.model_name)[1]
-    return {s: run_seed(cfg, s, tokenizer) for s in range(cfg.seed, cfg.seed + cfg.n_seeds)}
+def run_experiment(cfg: Config, data: PlanData | None = None) -> dict[int, SeedRun]:
+    """Every arm for seeds cfg.seed .. cfg.seed + n_seeds - 1. `data`: `build_data(cfg)` when the caller built it
+    already (seed cfg.seed's corpus, actions and rows; not built twice)."""
+    if data is not None:
+        tokenizer = data.tokenizer
+    else:
+        tokenizer = None if cfg.model_name == "scratch" else load_pretrained(cfg.model_name)[1]
+    return {s: run_seed(cfg, s, tokenizer, data if s == cfg.seed else None)
+            for s in range(cfg.seed, cfg.seed + cfg.n_seeds)}
 
 
 def cluster_purity(actions: np.ndarray, types: np.ndarray) -> float:

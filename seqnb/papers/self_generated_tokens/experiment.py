@@ -200,15 +200,22 @@ def make_embedder(cfg: Config):
     return transformer_embedder(cfg.embedder, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_experiment(cfg: Config) -> dict[int, dict[str, ArmRun]]:
-    """Every arm for seeds cfg.seed .. cfg.seed + n_seeds - 1."""
+def run_experiment(cfg: Config, init_model=None, task: TaskData | None = None) -> dict[int, dict[str, ArmRun]]:
+    """Every arm for seeds cfg.seed .. cfg.seed + n_seeds - 1. `init_model` and `task`: seed cfg.seed's starting
+    model and task when the caller built them already (`build_model(cfg, cfg.seed)`, `build_task`; not built
+    twice)."""
+    if (init_model is None) != (task is None):
+        raise ValueError("parameters 'init_model' and 'task': pass both (seed cfg.seed's) or neither")
     embed = make_embedder(cfg)
     runs = {}
     for seed in range(cfg.seed, cfg.seed + cfg.n_seeds):
         scfg = replace(cfg, seed=seed)
-        init, tok = build_model(scfg, seed)
-        task = build_task(scfg, None if cfg.model_name == "scratch" and cfg.task == "sort" else tok)
-        runs[seed] = {arm: run_arm(arm, scfg, task, init, embed) for arm in cfg.arms}
+        if seed == cfg.seed and init_model is not None:
+            init, seed_task = init_model, task
+        else:
+            init, tok = build_model(scfg, seed)
+            seed_task = build_task(scfg, None if cfg.model_name == "scratch" and cfg.task == "sort" else tok)
+        runs[seed] = {arm: run_arm(arm, scfg, seed_task, init, embed) for arm in cfg.arms}
     return runs
 
 
