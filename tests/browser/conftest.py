@@ -84,4 +84,4 @@ def lab(browser, lab_server):
         yield LabPage(page, lab_server)
     finally:
         context.close()
-        lab_server.shutdown_kernels()
+        lab_server.shutdown_kernels(wait=False)

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -96,6 +97,7 @@ class LabServer:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_path = state / "jupyter-lab.log"
+        self._closing: threading.Thread | None = None  # the last shutdown_kernels(wait=False)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -155,18 +157,34 @@ class LabServer:
         """The notebook's address, as a reader opens it; `reset` starts from an empty workspace."""
         return f"http://127.0.0.1:{self.port}/lab/tree/{path}?reset&token={self.token}"
 
-    def shutdown_kernels(self) -> None:
+    def shutdown_kernels(self, wait: bool = True) -> None:
+        """Shut down the sessions and kernels the server runs now. `wait=False` sends the requests from a thread
+        and returns: a kernel that loaded torch takes one or two seconds to exit, while the next test opens its
+        page (`stop` waits for it)."""
         try:
-            for session in self.api("GET", "/api/sessions"):
-                self.api("DELETE", f"/api/sessions/{session['id']}")
-            for kernel in self.api("GET", "/api/kernels"):
-                self.api("DELETE", f"/api/kernels/{kernel['id']}")
+            paths = ([f"/api/sessions/{s['id']}" for s in self.api("GET", "/api/sessions")] +
+                     [f"/api/kernels/{k['id']}" for k in self.api("GET", "/api/kernels")])
         except (urllib.error.URLError, OSError):
-            pass
+            return
+
+        def delete() -> None:
+            for path in paths:
+                try:
+                    self.api("DELETE", path)
+                except (urllib.error.URLError, OSError):  # a session's kernel is gone with its session: 404
+                    pass
+
+        if wait:
+            delete()
+        else:
+            self._closing = threading.Thread(target=delete, daemon=True)
+            self._closing.start()
 
     def stop(self) -> None:
         if self.proc is None:
             return
+        if self._closing is not None:
+            self._closing.join(60)
         if self.proc.poll() is None:
             self.shutdown_kernels()
             os.killpg(self.proc.pid, signal.SIGTERM)
