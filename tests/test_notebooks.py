@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import nbformat
@@ -14,6 +15,20 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 def test_there_are_notebooks():
     assert any(p.stem == "00_quickstart" for p in NOTEBOOKS)
+
+
+def test_the_notebooks_make_test_runs_beside_the_unit_tests_train_on_one_thread():
+    """`make test` executes ONE_THREAD_NOTEBOOKS on the core the unit tests leave idle: each must exist and its tiny
+    preset train on one thread (on two, both would compete for that core and its results would not change, only
+    slow down), and every other notebook is executed after them."""
+    from seqnb.papers import resolve_config
+
+    root = Path(__file__).parents[1]
+    line = re.search(r"^ONE_THREAD_NOTEBOOKS := (.+)$", (root / "Makefile").read_text(), re.M)
+    paths = [root / p for p in line.group(1).split()]
+    assert paths and all(p in NOTEBOOKS for p in paths), paths
+    for path in paths:
+        assert resolve_config(path.stem, "tiny").num_threads == 1, path.stem
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
