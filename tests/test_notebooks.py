@@ -18,9 +18,9 @@ def test_there_are_notebooks():
 
 
 def test_the_notebooks_make_test_runs_beside_the_unit_tests_train_on_one_thread():
-    """`make test` executes ONE_THREAD_NOTEBOOKS on the core the unit tests leave idle: each must exist and its tiny
-    preset train on one thread (on two, both would compete for that core and its results would not change, only
-    slow down), and every other notebook is executed after them."""
+    """`make test` executes ONE_THREAD_NOTEBOOKS on the core the unit tests leave idle: each must be a notebook of
+    notebooks/ whose tiny preset trains on one thread (on two, it would compete with the unit tests for the cores:
+    the same results, only slower)."""
     from seqnb.papers import resolve_config
 
     root = Path(__file__).parents[1]

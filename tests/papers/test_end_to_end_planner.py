@@ -356,7 +356,8 @@ def test_paper_path_with_local_corpus_model_and_embedder(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "build_data", lambda *a, **k: pytest.fail("the seed's data was built twice"))
     runs = ex.run_experiment(cfg, data)  # as the notebook calls it, with the data it showed
     run = runs[cfg.seed]
-    assert run.data is data and run.base.layers == [2] and len(run.base.adapters) == 1  # the top L-2 layers of a 3-layer LM
+    assert run.data is data
+    assert run.base.layers == [2] and len(run.base.adapters) == 1  # the top L-2 layers of a 3-layer LM
     assert all(len(r["input_ids"]) <= cfg.max_tokens for r in run.data.rows["test"])
     assert run.data.docs["test"] and run.purity is None  # real text: no latent types
     results = ex.summarize(runs)

@@ -276,7 +276,7 @@ class SeedRun:
 def run_seed(cfg: Config, seed: int, tokenizer=None, data: PlanData | None = None) -> SeedRun:
     """Stage 0 and every arm at one seed, on `data` (default: `build_data` at that seed)."""
     scfg = replace(cfg, seed=seed)
-    data = data or build_data(scfg, tokenizer)
+    data = build_data(scfg, tokenizer) if data is None else data
     base, p_hist = pretrain(cfg, data, seed)
     test = batches(cfg, data)
     s = score(base, test, "none")
